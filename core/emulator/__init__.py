@@ -1,0 +1,1 @@
+"""A local Gemini Batch Mode API server that the real google-genai SDK can talk to."""

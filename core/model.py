@@ -1,0 +1,141 @@
+"""One record per input file: where its batch job stands, and the names that tie it to the server."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """Where one input file is in its lifecycle."""
+
+    NEW = "new"
+    VALIDATED = "validated"
+    UPLOADING = "uploading"  # upload intent saved; the file may or may not be on the server
+    UPLOADED = "uploaded"  # on the server, waiting for admission to create its job
+    CREATING = "creating"  # create intent saved; the job may or may not exist on the server
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # job done on the server, results not yet saved
+    DOWNLOADED = "downloaded"  # results saved and checked: done
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # the input file did not pass validation
+    SKIPPED = "skipped"  # the user chose not to submit it
+
+    @property
+    def ended(self) -> bool:
+        """True when nothing more will happen to the batch without a user action."""
+        return self in ENDED_STAGES
+
+    @property
+    def job_in_flight(self) -> bool:
+        """True while a job of ours for this batch is (or may be) unfinished on the server."""
+        return self in (Stage.CREATING, Stage.PENDING, Stage.RUNNING)
+
+
+ENDED_STAGES = frozenset(
+    {Stage.DOWNLOADED, Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED, Stage.REJECTED, Stage.SKIPPED}
+)
+
+STAGE_GLYPHS: dict[Stage, str] = {
+    Stage.NEW: "·",
+    Stage.VALIDATED: "○",
+    Stage.UPLOADING: "↑",
+    Stage.UPLOADED: "◌",
+    Stage.CREATING: "+",
+    Stage.PENDING: "…",
+    Stage.RUNNING: "▶",
+    Stage.SUCCEEDED: "↓",
+    Stage.DOWNLOADED: "✓",
+    Stage.FAILED: "✗",
+    Stage.CANCELLED: "⊘",
+    Stage.EXPIRED: "⌛",
+    Stage.REJECTED: "!",
+    Stage.SKIPPED: "–",
+}
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    """One line of a batch's history: when, which stage, and what happened."""
+
+    at: float  # unix time
+    stage: Stage
+    note: str = ""
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """The engine's whole knowledge of one input file; the checkpoint stores exactly this."""
+
+    batch_id: str  # the input file name without ".jsonl"; unique within a run
+    source: str  # the input file's path
+    size_bytes: int = 0
+    sha256: str = ""  # hex digest of the input file's content
+    request_count: int = 0
+    est_tokens: int = 0
+    stage: Stage = Stage.NEW
+    attempt: int = 1
+    upload_name: str | None = None  # "files/…"
+    upload_expires_at: float | None = None  # unix time
+    display_name: str | None = None
+    job_name: str | None = None  # "batches/…"
+    job_state: str | None = None  # the server's state, e.g. "JOB_STATE_RUNNING"
+    intent_at: float | None = None  # when the current create intent was saved
+    succeeded_count: int = 0
+    failed_count: int = 0
+    pending_count: int = 0
+    result_name: str | None = None  # "files/batch-…"
+    result_path: str | None = None
+    last_error: str | None = None
+    wait_reason: str | None = None  # why an uploaded file is not created yet
+    updated_at: float = 0.0
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    HISTORY_LIMIT = 50
+
+    def note(self, at: float, text: str) -> None:
+        """Append a history line, keeping only the most recent ones."""
+        self.history.append(HistoryEntry(at, self.stage, text))
+        if len(self.history) > self.HISTORY_LIMIT:
+            del self.history[: len(self.history) - self.HISTORY_LIMIT]
+        self.updated_at = at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict for the checkpoint; None values are left out (TOML has no null)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "stage":
+                value = str(value)
+            elif f.name == "history":
+                value = [{"at": h.at, "stage": str(h.stage), "note": h.note} for h in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchRecord:
+        """The inverse of `to_dict`; unknown keys are an error so a corrupt checkpoint is noticed."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        values = dict(data)
+        values["stage"] = Stage(values.get("stage", Stage.NEW))
+        values["history"] = [
+            HistoryEntry(float(h["at"]), Stage(h["stage"]), str(h.get("note", "")))
+            for h in values.get("history", [])
+        ]
+        return cls(**values)
+
+    def copy(self) -> BatchRecord:
+        """A snapshot that later changes to this record do not touch."""
+        clone = dataclasses.replace(self)
+        clone.history = list(self.history)
+        return clone

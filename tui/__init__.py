@@ -1,0 +1,1 @@
+"""The Textual monitor for the gembatch engine."""
