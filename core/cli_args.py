@@ -1,0 +1,216 @@
+"""The command-line contract of `gembatch-tui`: flags, their help, and how they override the config file."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from .config import ConfigError, Settings, assign_setting, coerce_setting, default_config_path, load_settings
+
+CHECKPOINT_SUFFIXES = (".json", ".toml")
+
+_DESCRIPTION = """\
+Run a folder of Gemini Batch API input files to downloaded results: each *.jsonl file in the input
+folder becomes one batch job; its results are saved as OUTPUT/NAME.results.jsonl. The run is saved in
+a checkpoint file, so the same command started again resumes it without submitting anything twice.
+
+Settings come from the defaults, then the config file (--config, else $GEMBATCH_CONFIG, else
+config.toml in the user config folder if it exists), then these flags, each overriding the one before."""
+
+_EPILOG = """\
+API key:
+  The key is read from the environment variable GEMINI_API_KEY or GOOGLE_API_KEY, as the google-genai
+  SDK does. It is never taken from a flag or the config file, and never written to the checkpoint or logs.
+
+exit codes:
+  0    every input file's job succeeded and its results are saved
+  3    the run finished, but some job ended FAILED, CANCELLED or EXPIRED, or an input file was rejected
+  2    usage or configuration error (nothing was submitted)
+  130  interrupted by SIGINT (Ctrl-C), after the checkpoint was saved
+  143  terminated by SIGTERM, after the checkpoint was saved"""
+
+# Flag destination -> dotted settings key; each is checked exactly as the same key in the config file.
+_OVERRIDES: dict[str, str] = {
+    "input": "input",
+    "output": "output",
+    "checkpoint": "checkpoint",
+    "model": "model",
+    "base_url": "base_url",
+    "poll_interval": "poll_interval",
+    "max_attempts": "max_attempts",
+    "max_concurrent_jobs": "admission.max_concurrent_jobs",
+    "token_budget": "admission.token_budget",
+    "creates_per_minute": "admission.creates_per_minute",
+    "upload_concurrency": "transfer.upload_concurrency",
+}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("gembatch-tui")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the contract; --help explains every flag, the API key and the exit codes."""
+    parser = argparse.ArgumentParser(
+        prog="gembatch-tui",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Abbreviations would turn a later new flag into a breaking change for existing command lines.
+        allow_abbrev=False,
+    )
+    _add_run_flags(parser)
+    _add_quota_flags(parser)
+    _add_ui_flags(parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to run")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="TOML config file (see config.example.toml); an error if it does not exist",
+    )
+    group.add_argument(
+        "--input",
+        metavar="DIR",
+        help="folder of *.jsonl input files, one batch job per file; each line is "
+        '{"key": "...", "request": {...}} (required unless --demo)',
+    )
+    group.add_argument(
+        "--output",
+        metavar="DIR",
+        help="folder for the results: NAME.jsonl gives DIR/NAME.results.jsonl; "
+        "created if missing (required unless --demo)",
+    )
+    group.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="state file, .json or .toml; running the same command again resumes from it "
+        "(default: OUTPUT/gembatch.checkpoint.json)",
+    )
+    group.add_argument("--model", metavar="NAME", help="model for every job (default: gemini-2.5-flash)")
+    group.add_argument(
+        "--base-url", metavar="URL", help="API endpoint to use instead of Google's: a proxy, a gateway, the emulator"
+    )
+    group.add_argument(
+        "--poll-interval", metavar="SECONDS", type=float, help="seconds between two polls of the job list (default: 30)"
+    )
+    group.add_argument(
+        "--max-attempts",
+        metavar="N",
+        type=int,
+        help="jobs per file before it counts as failed; a job that ends FAILED or EXPIRED "
+        "on the server is submitted again until then (default: 3)",
+    )
+
+
+def _add_quota_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("quota and speed")
+    group.add_argument(
+        "--max-concurrent-jobs", metavar="N", type=int, help="most unfinished jobs at a time (default: 100)"
+    )
+    group.add_argument(
+        "--token-budget",
+        metavar="N",
+        type=int,
+        help="most enqueued tokens at a time, if you know your tier's limit "
+        "(default, or 0: learn it from the server's 429 answers)",
+    )
+    group.add_argument(
+        "--creates-per-minute",
+        metavar="N",
+        type=int,
+        help="most job creates per minute (default, or 0: no limit of ours)",
+    )
+    group.add_argument("--upload-concurrency", metavar="N", type=int, help="uploads at the same time (default: 4)")
+
+
+def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mode")
+    group.add_argument(
+        "--headless",
+        action="store_true",
+        help="no UI: one log line per event on stderr; the exit code tells the outcome",
+    )
+    group.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against a local emulator with made-up input files; no key or network "
+        "needed (--input, --output and --checkpoint become optional)",
+    )
+    group.add_argument("--no-mouse", action="store_true", help="do not capture the mouse in the UI")
+    group.add_argument(
+        "--read-only",
+        action="store_true",
+        help="watch a run through its checkpoint without submitting or changing anything",
+    )
+
+
+def resolve_settings(argv: Sequence[str] | None) -> Settings:
+    """Parse the flags, read the config file, apply the flags over it and check the result.
+
+    Raises ConfigError for a bad value; argparse itself exits with code 2 on a usage error.
+    """
+    args = build_parser().parse_args(argv)
+    config_path = args.config if args.config is not None else default_config_path()
+    settings = load_settings(config_path)
+    _apply_overrides(settings, args)
+    settings.headless = args.headless
+    settings.demo = args.demo
+    settings.no_mouse = args.no_mouse
+    settings.read_only = args.read_only
+    _check(settings, args)
+    return settings
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _apply_overrides(settings: Settings, args: argparse.Namespace) -> None:
+    for dest, key in _OVERRIDES.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        try:
+            converted = coerce_setting(key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{_flag(dest)}: {exc}") from None
+        assign_setting(settings, key, converted)
+
+
+def _origin(settings: Settings, args: argparse.Namespace, dest: str) -> str:
+    """Where a value came from, for an error message: the flag, or the config file and key."""
+    if getattr(args, dest, None) is not None:
+        return _flag(dest)
+    return f"{settings.config_path}: {dest}" if settings.config_path else _flag(dest)
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> None:
+    """Checks that need the whole picture: required folders, the checkpoint's format."""
+    # Numbers (poll interval > 0 and the like) were checked key by key in coerce_setting.
+    if settings.checkpoint is not None and settings.checkpoint.suffix not in CHECKPOINT_SUFFIXES:
+        raise ConfigError(
+            f"{_origin(settings, args, 'checkpoint')}: the checkpoint file must end in .json or .toml, "
+            f"got {str(settings.checkpoint)!r}"
+        )
+    if settings.demo:
+        return  # the demo makes its own folders
+    if settings.input_dir is None:
+        raise ConfigError("no input folder: give --input DIR or set 'input' in the config file")
+    if not settings.input_dir.is_dir():
+        problem = "is not a folder" if settings.input_dir.exists() else "folder not found"
+        raise ConfigError(f"{_origin(settings, args, 'input')}: {problem}: {settings.input_dir}")
+    if settings.output_dir is None:
+        raise ConfigError("no output folder: give --output DIR or set 'output' in the config file")
+    if settings.output_dir.exists() and not settings.output_dir.is_dir():
+        raise ConfigError(f"{_origin(settings, args, 'output')}: is not a folder: {settings.output_dir}")

@@ -1,0 +1,405 @@
+"""Typed settings: defaults, overridden by a TOML file, overridden in turn by command-line flags."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlparse
+
+import platformdirs
+
+APP_NAME = "gembatch-tui"
+CONFIG_ENV = "GEMBATCH_CONFIG"
+DEFAULT_CHECKPOINT_NAME = "gembatch.checkpoint.json"
+
+
+@dataclass
+class AdmissionSettings:
+    """Limits on when the next batch job may be created."""
+
+    max_concurrent_jobs: int = 100
+    token_budget: int | None = None  # None: learn it from 429s
+    creates_per_minute: int | None = None  # None: no limit of ours
+    cool_down_seconds: float = 60.0  # first cool-down after a 429 that carries no RetryInfo
+    cool_down_max_seconds: float = 900.0  # cap of the doubling cool-down
+
+
+@dataclass
+class TransferSettings:
+    """Concurrency, timeouts and retries of uploads, downloads and other API calls."""
+
+    upload_concurrency: int = 4
+    download_concurrency: int = 4
+    request_timeout: float = 120.0  # seconds, per API call
+    upload_expiry_margin: float = 3600.0  # re-upload a file whose upload expires in less than this
+    max_retries: int = 6  # for safe-to-repeat calls (get, list, download, upload)
+    retry_max_wait: float = 120.0
+
+
+@dataclass
+class RecoverySettings:
+    """How ambiguous creates are settled."""
+
+    ambiguous_grace: float = 60.0  # how long an ambiguous create may take to appear before we create again
+
+
+@dataclass
+class Settings:
+    """Everything a run needs to know, except the API key (the SDK reads it from the environment)."""
+
+    input_dir: Path | None = None
+    output_dir: Path | None = None
+    checkpoint: Path | None = None  # default when None: output_dir / "gembatch.checkpoint.json"
+    model: str = "gemini-2.5-flash"
+    base_url: str | None = None
+    poll_interval: float = 30.0
+    max_attempts: int = 3
+    tokens_per_byte: float = 0.25  # token estimate of a request: ceil(bytes * this)
+    headless: bool = False
+    demo: bool = False
+    no_mouse: bool = False
+    read_only: bool = False
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    config_path: Path | None = None  # the file the settings came from, if any
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        if self.output_dir is None:
+            raise ValueError("no checkpoint file and no output folder to put one in")
+        return self.output_dir / DEFAULT_CHECKPOINT_NAME
+
+
+class ConfigError(Exception):
+    """A bad setting; the message names the file (or flag), the key, and the line when known."""
+
+
+# --- the keys a config file may hold -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Key:
+    """How one TOML key is checked and where its value goes."""
+
+    attr: str  # attribute on the settings object (or sub-object)
+    kind: type  # int, float, str or Path
+    minimum: float | None = None
+    exclusive: bool = False  # minimum itself is not allowed
+    zero_is_none: bool = False  # 0 means "not set"
+    url: bool = False
+
+
+def _positive(attr: str) -> _Key:
+    return _Key(attr, float, minimum=0, exclusive=True)
+
+
+def _at_least_one(attr: str) -> _Key:
+    return _Key(attr, int, minimum=1)
+
+
+def _not_negative(attr: str, kind: type, zero_is_none: bool = False) -> _Key:
+    return _Key(attr, kind, minimum=0, zero_is_none=zero_is_none)
+
+
+_TOP_KEYS: dict[str, _Key] = {
+    "input": _Key("input_dir", Path),
+    "output": _Key("output_dir", Path),
+    "checkpoint": _Key("checkpoint", Path),
+    "model": _Key("model", str),
+    "base_url": _Key("base_url", str, url=True),
+    "poll_interval": _positive("poll_interval"),
+    "max_attempts": _at_least_one("max_attempts"),
+    "tokens_per_byte": _positive("tokens_per_byte"),
+}
+
+_TABLE_KEYS: dict[str, dict[str, _Key]] = {
+    "admission": {
+        "max_concurrent_jobs": _at_least_one("max_concurrent_jobs"),
+        "token_budget": _not_negative("token_budget", int, zero_is_none=True),
+        "creates_per_minute": _not_negative("creates_per_minute", int, zero_is_none=True),
+        "cool_down_seconds": _positive("cool_down_seconds"),
+        "cool_down_max_seconds": _positive("cool_down_max_seconds"),
+    },
+    "transfer": {
+        "upload_concurrency": _at_least_one("upload_concurrency"),
+        "download_concurrency": _at_least_one("download_concurrency"),
+        "request_timeout": _positive("request_timeout"),
+        "upload_expiry_margin": _not_negative("upload_expiry_margin", float),
+        "max_retries": _not_negative("max_retries", int),
+        "retry_max_wait": _positive("retry_max_wait"),
+    },
+    "recovery": {
+        "ambiguous_grace": _not_negative("ambiguous_grace", float),
+    },
+}
+
+# Per-run switches: the file refuses them with a pointer to the flag rather than a bare "unknown key".
+_FLAG_ONLY = {"headless", "demo", "no_mouse", "read_only", "config"}
+
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "credential")
+
+
+def _lookup(key: str) -> _Key:
+    """The spec of a dotted key such as "poll_interval" or "admission.token_budget"."""
+    table, _, name = key.rpartition(".")
+    specs = _TABLE_KEYS[table] if table else _TOP_KEYS
+    return specs[name]
+
+
+def known_keys() -> list[str]:
+    """Every key a config file may set, dotted for the tables ("admission.token_budget")."""
+    keys = list(_TOP_KEYS)
+    for table, specs in _TABLE_KEYS.items():
+        keys.extend(f"{table}.{name}" for name in specs)
+    return keys
+
+
+# --- checking one value ----------------------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    """A value as an error message shows it: its TOML type name and a short repr."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "float"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "table"),
+        (datetime, "date-time"),
+        ((date, time), "date or time"),
+    ]
+    name = next((label for kind, label in kinds if isinstance(value, kind)), type(value).__name__)
+    if isinstance(value, dict):
+        return name
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{name} {text}"
+
+
+def range_problem(value: float, minimum: float, *, exclusive: bool = False) -> str | None:
+    """Why a number is out of range, or None when it is fine."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if exclusive and value <= minimum:
+        return f"must be greater than {minimum:g}, got {value:g}"
+    if not exclusive and value < minimum:
+        return f"must be at least {minimum:g}, got {value:g}"
+    return None
+
+
+def coerce_setting(key: str, value: object, base_dir: Path | None = None) -> Any:
+    """Check a value for a dotted key and convert it; raises ValueError with the reason.
+
+    Relative paths are taken from `base_dir` when given (the config file's folder).
+    """
+    spec = _lookup(key)
+    if spec.kind in (int, float):
+        return _coerce_number(spec, value)
+    if not isinstance(value, str):
+        expected = "a path string" if spec.kind is Path else "a string"
+        raise ValueError(f"expected {expected}, got {_describe(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if spec.url:
+        _check_url(value)
+    if spec.kind is Path:
+        path = Path(value).expanduser()
+        return base_dir / path if base_dir is not None and not path.is_absolute() else path
+    return value
+
+
+def _coerce_number(spec: _Key, value: object) -> int | float | None:
+    if spec.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"expected an integer, got {_describe(value)}")
+    if spec.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {_describe(value)}")
+        value = float(value)
+    assert isinstance(value, int | float)
+    if spec.minimum is not None:
+        problem = range_problem(value, spec.minimum, exclusive=spec.exclusive)
+        if problem:
+            raise ValueError(problem)
+    if spec.zero_is_none and value == 0:
+        return None
+    return value
+
+
+def _check_url(value: str) -> None:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+
+
+def assign_setting(settings: Settings, key: str, value: Any) -> None:
+    """Set a dotted key (already checked by `coerce_setting`) on a settings object."""
+    table = key.rpartition(".")[0]
+    target = getattr(settings, table) if table else settings
+    setattr(target, _lookup(key).attr, value)
+
+
+# --- reading a file -------------------------------------------------------------------------------
+
+
+def default_config_path() -> Path | None:
+    """$GEMBATCH_CONFIG if set, else the user's config.toml if it exists, else None."""
+    from_env = os.environ.get(CONFIG_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    candidate = Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Defaults overridden by the TOML file at `path` (None: defaults only); raises ConfigError."""
+    settings = Settings()
+    if path is None:
+        return settings
+    text = _read_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    _Loader(path, text).apply(data, settings)
+    settings.config_path = path
+    return settings
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: config file is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: config file is not valid UTF-8") from None
+
+
+class _Loader:
+    """Walks parsed TOML into a Settings object, raising ConfigError at the first bad key."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.base_dir = path.absolute().parent
+
+    def apply(self, data: dict[str, Any], settings: Settings) -> None:
+        for name, value in data.items():
+            if name in _TABLE_KEYS:
+                if not isinstance(value, dict):
+                    self._fail("", name, f"expected a table, got {_describe(value)}")
+                for sub_name, sub_value in value.items():
+                    self._set(settings, name, sub_name, sub_value)
+            else:
+                self._set(settings, "", name, value)
+        self._check_cool_down(settings)
+
+    def _set(self, settings: Settings, table: str, name: str, value: object) -> None:
+        specs = _TABLE_KEYS[table] if table else _TOP_KEYS
+        if name not in specs:
+            self._fail(table, name, self._unknown_reason(table, name))
+        key = f"{table}.{name}" if table else name
+        try:
+            converted = coerce_setting(key, value, self.base_dir)
+        except ValueError as exc:
+            self._fail(table, name, str(exc))
+        assign_setting(settings, key, converted)
+
+    def _check_cool_down(self, settings: Settings) -> None:
+        adm = settings.admission
+        if adm.cool_down_max_seconds < adm.cool_down_seconds:
+            self._fail(
+                "admission",
+                "cool_down_max_seconds",
+                f"must be at least cool_down_seconds ({adm.cool_down_seconds:g}), got {adm.cool_down_max_seconds:g}",
+            )
+
+    def _unknown_reason(self, table: str, name: str) -> str:
+        normalized = name.lower().replace("-", "_")
+        if normalized == "key" or any(word in normalized for word in _SECRET_WORDS):
+            return (
+                "the API key is never read from the config file; set the GEMINI_API_KEY "
+                "(or GOOGLE_API_KEY) environment variable instead"
+            )
+        if not table and normalized in _FLAG_ONLY:
+            return f"unknown key; {name} is a command-line flag only (--{normalized.replace('_', '-')})"
+        where = f"in [{table}]" if table else "at the top level"
+        reason = f"unknown key {where}"
+        suggestion = _closest(table, name)
+        return f"{reason}; did you mean {suggestion}?" if suggestion else reason
+
+    def _fail(self, table: str, name: str, reason: str) -> NoReturn:
+        key = f"{table}.{name}" if table and name else table or name
+        line = _key_line(self.lines, table, name or table)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        raise ConfigError(f"{where}: {key}: {reason}")
+
+
+def _closest(table: str, name: str) -> str | None:
+    """The known key nearest to a misspelt one, written as the user should write it."""
+    # Keys of the other tables are candidates too, so a key put in the wrong table is pointed at
+    # the right one; on a name clash the key of the same table wins.
+    candidates: dict[str, str] = {}
+    for dotted in [*known_keys(), *_TABLE_KEYS]:
+        other_table, _, other_name = dotted.rpartition(".")
+        if other_table == table or other_name not in candidates:
+            candidates[other_name] = other_table
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    if not match:
+        return None
+    other_table = candidates[match[0]]
+    if other_table == table:
+        return f"'{match[0]}'"
+    return f"'{match[0]}' in [{other_table}]" if other_table else f"'{match[0]}' at the top level"
+
+
+_HEADER = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+
+
+def _key_line(lines: list[str], table: str, name: str) -> int | None:
+    """Best-effort line number of `name = ...` inside `[table]` (or a `[name]` header itself)."""
+    current = ""
+    assignment = re.compile(rf"""^\s*(?:{re.escape(name)}|"{re.escape(name)}"|'{re.escape(name)}')\s*=""")
+    for number, line in enumerate(lines, start=1):
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1).strip("\"'")
+            if not table and current == name:
+                return number
+            continue
+        if current == table and assignment.match(line):
+            return number
+    return None
+
+
+__all__ = [
+    "AdmissionSettings",
+    "ConfigError",
+    "RecoverySettings",
+    "Settings",
+    "TransferSettings",
+    "assign_setting",
+    "coerce_setting",
+    "default_config_path",
+    "known_keys",
+    "load_settings",
+    "range_problem",
+]

@@ -1,0 +1,221 @@
+"""Validation of input files before upload: one streamed pass gives the verdict, the hash and the counts."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MAX_FILE_BYTES = 2 * 1024**3
+INPUT_SUFFIX = ".jsonl"
+_READ_BUFFER = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """An input file that passed validation, with what the engine needs to know about it."""
+
+    path: Path
+    batch_id: str  # file name without ".jsonl"
+    size_bytes: int
+    sha256: str  # hex digest of the whole file
+    request_count: int
+    est_tokens: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input file that failed validation: where (line None for the whole file) and why."""
+
+    path: Path
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.reason}"
+
+
+def list_input_files(input_dir: Path) -> list[Path]:
+    """The `*.jsonl` entries directly in `input_dir`, in natural order (part_2 before part_10).
+
+    Entries are not opened here: a dangling link or a directory named `x.jsonl` is listed and
+    then rejected by `scan_file`. Hidden names (starting with ".") are left out, as a shell glob would.
+    """
+    with os.scandir(input_dir) as entries:
+        names = [e.name for e in entries if e.name.endswith(INPUT_SUFFIX) and not e.name.startswith(".")]
+    return [input_dir / name for name in sorted(names, key=natural_key)]
+
+
+def natural_key(name: str) -> tuple[list[int | str], str]:
+    """Sort key that compares runs of digits as numbers; the raw name breaks ties ("a01" vs "a1")."""
+    # Splitting on a capturing group alternates text (even indices) and digits (odd indices),
+    # so two keys always compare str with str and int with int.
+    parts = re.split(r"([0-9]+)", name)
+    return [int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)], name
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    with path.open("rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def scan_file(path: Path, tokens_per_byte: float = 0.25) -> ScannedFile | Rejection:
+    """Validate one input file in a single streamed pass; the first problem found rejects it."""
+    problem = _stat_problem(path)
+    if problem is not None:
+        return Rejection(path, None, problem)
+    try:
+        with path.open("rb", buffering=_READ_BUFFER) as stream:
+            return _Scan(path, tokens_per_byte).run(stream)
+    except OSError as exc:
+        return Rejection(path, None, f"cannot read: {_os_reason(exc)}")
+
+
+def _stat_problem(path: Path) -> str | None:
+    """Why the file cannot be scanned at all (missing, a loop, a directory, too big), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "dangling symlink: its target does not exist" if path.is_symlink() else "file not found"
+    except OSError as exc:
+        return f"cannot read: {_os_reason(exc)}"
+    if stat.S_ISDIR(info.st_mode):
+        return "cannot read: is a directory, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "cannot read: not a regular file"
+    if info.st_size > MAX_FILE_BYTES:
+        return _too_big(info.st_size)
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    return exc.strerror or str(exc)
+
+
+def _too_big(size: int) -> str:
+    return f"file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (2 GiB)"
+
+
+class _LineProblem(Exception):
+    """A reason to reject the file at the current line."""
+
+
+class _Scan:
+    """State of one pass over a file: the hash, the counts and the keys seen so far."""
+
+    def __init__(self, path: Path, tokens_per_byte: float) -> None:
+        self.path = path
+        self.tokens_per_byte = tokens_per_byte
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.requests = 0
+        self.tokens = 0
+        self.first_seen: dict[str, int] = {}
+
+    def run(self, stream: BinaryIO) -> ScannedFile | Rejection:
+        # One line at a time: memory is bounded by the longest line, not the file.
+        for line_no, raw in enumerate(stream, start=1):
+            self.hasher.update(raw)
+            self.size += len(raw)
+            if self.size > MAX_FILE_BYTES:  # the file grew after it was measured
+                return Rejection(self.path, None, _too_big(self.size))
+            try:
+                self._check_line(_strip_newline(raw), line_no)
+            except _LineProblem as problem:
+                return Rejection(self.path, line_no, str(problem))
+        if self.requests == 0:
+            return Rejection(self.path, None, "empty file: no request lines")
+        return ScannedFile(
+            path=self.path,
+            batch_id=self.path.name.removesuffix(INPUT_SUFFIX),
+            size_bytes=self.size,
+            sha256=self.hasher.hexdigest(),
+            request_count=self.requests,
+            est_tokens=self.tokens,
+        )
+
+    def _check_line(self, body: bytes, line_no: int) -> None:
+        if not body.strip():
+            return  # blank lines are allowed; they only count for line numbers
+        obj = _parse_object(body, line_no)
+        key = obj.get("key", _MISSING)
+        if key is _MISSING:
+            raise _LineProblem("missing 'key'")
+        if not isinstance(key, str) or not key:
+            raise _LineProblem(f"'key' must be a non-empty string, got {_json_type(key, empty_str=True)}")
+        first = self.first_seen.setdefault(key, line_no)
+        if first != line_no:
+            raise _LineProblem(f"duplicate key {key!r} (first seen on line {first})")
+        request = obj.get("request", _MISSING)
+        if request is _MISSING:
+            raise _LineProblem("missing 'request'")
+        if not isinstance(request, dict):
+            raise _LineProblem(f"'request' must be a JSON object, got {_json_type(request)}")
+        self.requests += 1
+        self.tokens += math.ceil(len(body) * self.tokens_per_byte)
+
+
+_MISSING = object()
+
+
+def _strip_newline(raw: bytes) -> bytes:
+    if raw.endswith(b"\r\n"):
+        return raw[:-2]
+    if raw.endswith(b"\n"):
+        return raw[:-1]
+    return raw
+
+
+def _parse_object(body: bytes, line_no: int) -> dict[str, object]:
+    """The line as a JSON object, or a _LineProblem saying why it is not one."""
+    if line_no == 1 and body.startswith(_BOM):
+        raise _LineProblem("file starts with a UTF-8 byte order mark (BOM); save it without one")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _LineProblem(f"invalid UTF-8 at byte offset {exc.start} of the line") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _LineProblem(f"bad JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise _LineProblem("bad JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise _LineProblem(f"line is not a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _reject_constant(name: str) -> object:
+    # Python's json accepts NaN and Infinity; JSON (and the API) does not.
+    raise _LineProblem(f"bad JSON: {name} is not a valid JSON value")
+
+
+def _json_type(value: object, empty_str: bool = False) -> str:
+    """A value's JSON type name, as an error message shows it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if empty_str and not value else "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
