@@ -36,6 +36,7 @@ class TransferSettings:
     """Concurrency, timeouts and retries of uploads, downloads and other API calls."""
 
     upload_concurrency: int = 4
+    upload_ahead: int = 16  # files uploaded but not yet created, at most (they expire after 48 h)
     download_concurrency: int = 4
     request_timeout: float = 120.0  # seconds, per API call
     upload_expiry_margin: float = 3600.0  # re-upload a file whose upload expires in less than this
@@ -132,6 +133,7 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
     },
     "transfer": {
         "upload_concurrency": _at_least_one("upload_concurrency"),
+        "upload_ahead": _at_least_one("upload_ahead"),
         "download_concurrency": _at_least_one("download_concurrency"),
         "request_timeout": _positive("request_timeout"),
         "upload_expiry_margin": _not_negative("upload_expiry_margin", float),

@@ -75,6 +75,7 @@ class BatchRecord:
     batch_id: str  # the input file name without ".jsonl"; unique within a run
     source: str  # the input file's path
     size_bytes: int = 0
+    mtime_ns: int = 0  # the input file's mtime when it was hashed; unchanged size+mtime skips a re-hash
     sha256: str = ""  # hex digest of the input file's content
     request_count: int = 0
     est_tokens: int = 0

@@ -1,0 +1,708 @@
+"""The submission engine: upload, create, poll and download every input file's batch job, resumably.
+
+Never twice: an intent (display name) is on disk before every create; a create is sent once; an ambiguous
+outcome is settled by finding our display name in the server's batch list. Never lost: every state change
+is journaled to the checkpoint, and results are renamed into place only when their keys check out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .admission import Admission, Decision
+from .checkpoint import CheckpointStore, RunState
+from .config import Settings
+from .events import (
+    AdmissionChanged,
+    BatchChanged,
+    CoolDownEnded,
+    CoolDownStarted,
+    EventBus,
+    Level,
+    LogLine,
+    PauseChanged,
+    Quota,
+    RunFinished,
+)
+from .gateway import Ambiguous, Gateway, GatewayError, Permanent, RateLimited, RemoteJob, Transient
+from .input_scan import Rejection, list_input_files, scan_file
+from .model import BatchRecord, Stage
+from .naming import job_display_name, result_file_name, upload_display_name
+from .redact import redact
+from .results import check_results, move_into_place
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+_SERVER_END_STATES = {
+    "JOB_STATE_SUCCEEDED": Stage.SUCCEEDED,
+    "JOB_STATE_FAILED": Stage.FAILED,
+    "JOB_STATE_CANCELLED": Stage.CANCELLED,
+    "JOB_STATE_EXPIRED": Stage.EXPIRED,
+}
+_RETRYABLE_SERVER_ENDS = {Stage.FAILED, Stage.EXPIRED}
+_TRANSIENT_PAUSE = 2.0  # seconds before the creator tries again after a create that never left
+
+
+class Engine:
+    """Runs one checkpointed run over an input folder; the TUI and the headless runner drive it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        store: CheckpointStore,
+        *,
+        bus: EventBus | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.store = store
+        self.bus = bus or EventBus()
+        self.clock = clock
+        self.admission = Admission(settings.admission)
+        self.state: RunState | None = None
+        self.paused = False
+        self.started_at = clock()
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._cooling: Quota | None = None
+        self._reuploads: dict[str, int] = {}
+        self._busy: set[str] = set()  # batch ids an upload or download task is working on
+        self._ambiguous_since: dict[str, float] = {}
+
+    # ---- views for the UI ----------------------------------------------------------------------
+
+    @property
+    def records(self) -> dict[str, BatchRecord]:
+        """Every batch of the run, in input order (read-only for callers)."""
+        return self.state.records if self.state else {}
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, part of every display name."""
+        return self.state.run_id if self.state else ""
+
+    # ---- commands (the TUI's keys) -----------------------------------------------------------
+
+    def pause(self) -> None:
+        """No new uploads or creates; polling and downloads go on."""
+        if not self.paused:
+            self.paused = True
+            self.bus.publish(PauseChanged(self.clock(), True))
+            self._log(Level.INFO, "paused: no new uploads or creates")
+            self._wake()
+
+    def resume(self) -> None:
+        """Uploads and creates go on."""
+        if self.paused:
+            self.paused = False
+            self.bus.publish(PauseChanged(self.clock(), False))
+            self._log(Level.INFO, "resumed")
+            self._wake()
+
+    def retry(self, batch_id: str) -> bool:
+        """Submit an ended batch again as a new attempt; returns False when it cannot be retried now."""
+        rec = self.records.get(batch_id)
+        if rec is None or rec.stage not in (Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED, Stage.SKIPPED):
+            return False
+        if rec.job_name is not None or rec.stage is not Stage.SKIPPED:
+            rec.attempt += 1
+        self._requeue(rec, "retry requested by the user")
+        return True
+
+    def skip(self, batch_id: str) -> bool:
+        """Never submit this file (only before its job exists)."""
+        rec = self.records.get(batch_id)
+        if rec is None or rec.stage not in (Stage.NEW, Stage.VALIDATED, Stage.UPLOADED):
+            return False
+        self._set(rec, Stage.SKIPPED, "skipped by the user")
+        return True
+
+    async def cancel(self, batch_id: str) -> bool:
+        """Cancel the batch: its job on the server if there is one, else it is just never created."""
+        rec = self.records.get(batch_id)
+        if rec is None or rec.stage.ended:
+            return False
+        if rec.stage in (Stage.PENDING, Stage.RUNNING) and rec.job_name:
+            try:
+                await self.gateway.cancel(rec.job_name)
+            except GatewayError as exc:
+                self._log(Level.ERROR, f"cancel of {rec.job_name} failed: {exc}", rec.batch_id)
+                return False
+            rec.last_error = "cancel requested"
+            self._emit(rec, f"cancel of {rec.job_name} sent")
+            return True
+        if rec.stage is Stage.CREATING:
+            self._log(Level.WARNING, "a create is in flight; cancel again once its job is known", batch_id)
+            return False
+        self._set(rec, Stage.CANCELLED, "cancelled by the user before its job was created")
+        return True
+
+    def request_stop(self) -> None:
+        """Stop soon: finish the call in flight, save the checkpoint, return from `run`."""
+        self._stop.set()
+        self._wake()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stop.is_set()
+
+    # ---- run -----------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Load or start the checkpoint and bring it in line with the input folder."""
+        if self.state is not None:
+            return
+        state = await asyncio.to_thread(self.store.load)
+        if state is None:
+            state = RunState(
+                run_id=secrets.token_hex(4),
+                created_at=self.clock(),
+                model=self.settings.model,
+                records={},
+                learned={},
+            )
+            await asyncio.to_thread(self.store.create, state)
+            self._log(Level.INFO, f"new run {state.run_id}; checkpoint {self.store.path}")
+        else:
+            self._log(Level.INFO, f"resuming run {state.run_id} from {self.store.path}")
+        self.state = state
+        self.admission = Admission(self.settings.admission, learned=dict(state.learned))
+        await self._scan_inputs()
+        for rec in self.records.values():
+            if rec.stage.job_in_flight:
+                self.admission.job_started(rec.batch_id, rec.est_tokens)
+            self.bus.publish(BatchChanged(self.clock(), rec.copy()))
+        self._publish_admission()
+
+    async def _scan_inputs(self) -> None:
+        assert self.state is not None and self.settings.input_dir is not None
+        paths = await asyncio.to_thread(list_input_files, self.settings.input_dir)
+        known = self.state.records
+        ordered: dict[str, BatchRecord] = {}
+        for path in paths:
+            batch_id = path.name[: -len(".jsonl")]
+            rec = known.get(batch_id)
+            if rec is not None and rec.stage not in (Stage.NEW, Stage.VALIDATED, Stage.REJECTED):
+                ordered[batch_id] = rec  # its upload or job exists: never re-read it under us
+                continue
+            if rec is not None and rec.stage is Stage.VALIDATED and await self._unchanged(rec, path):
+                ordered[batch_id] = rec
+                continue
+            scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte)
+            if rec is None:
+                rec = BatchRecord(batch_id=batch_id, source=str(path))
+            if isinstance(scanned, Rejection):
+                rec.stage = Stage.REJECTED
+                rec.last_error = str(scanned)
+                rec.note(self.clock(), str(scanned))
+                self._log(Level.ERROR, f"rejected {scanned}", batch_id)
+            else:
+                stat = path.stat()
+                rec.source = str(path)
+                rec.size_bytes = scanned.size_bytes
+                rec.mtime_ns = stat.st_mtime_ns
+                rec.sha256 = scanned.sha256
+                rec.request_count = scanned.request_count
+                rec.est_tokens = scanned.est_tokens
+                rec.stage = Stage.VALIDATED
+                rec.last_error = None
+                rec.note(self.clock(), f"validated: {scanned.request_count} requests")
+            self.store.append(rec)
+            ordered[batch_id] = rec
+        for batch_id, rec in known.items():
+            if batch_id not in ordered:  # its input file is gone; keep what we know
+                ordered[batch_id] = rec
+        self.state.records = ordered
+
+    async def _unchanged(self, rec: BatchRecord, path: Path) -> bool:
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except OSError:
+            return False
+        return stat.st_size == rec.size_bytes and stat.st_mtime_ns == rec.mtime_ns
+
+    async def run(self) -> int:
+        """Run until every batch has ended or a stop is requested; returns the exit code."""
+        await self.prepare()
+        assert self.state is not None
+        if self.settings.output_dir is not None:
+            self.settings.output_dir.mkdir(parents=True, exist_ok=True)
+        await self._recover_uploads()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._upload_loop())
+                group.create_task(self._create_loop())
+                group.create_task(self._poll_loop())
+                group.create_task(self._download_loop())
+                group.create_task(self._checkpoint_loop())
+                group.create_task(self._finish_watch())
+        finally:
+            await asyncio.to_thread(self._save_final)
+        code = self.exit_code()
+        self.bus.publish(RunFinished(self.clock(), code, self.summary()))
+        return code
+
+    def _save_final(self) -> None:
+        assert self.state is not None
+        self.state.learned = self.admission.learned()
+        self.store.close(self.state)
+
+    async def _finish_watch(self) -> None:
+        while not self._stop.is_set():
+            if self.records and all(rec.stage.ended for rec in self.records.values()):
+                self._log(Level.INFO, "every batch has ended")
+                self.request_stop()
+                break
+            await self._wait_change(5.0)
+
+    def summary(self) -> dict[str, int]:
+        """How many batches are in each stage."""
+        counts: dict[str, int] = {}
+        for rec in self.records.values():
+            counts[str(rec.stage)] = counts.get(str(rec.stage), 0) + 1
+        return counts
+
+    def exit_code(self) -> int:
+        """0 when every file's results are saved (skipped files aside), 3 when some ended otherwise."""
+        stages = [rec.stage for rec in self.records.values()]
+        if all(stage in (Stage.DOWNLOADED, Stage.SKIPPED) for stage in stages):
+            return EXIT_OK
+        return EXIT_INCOMPLETE
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def _wait_change(self, timeout: float) -> None:
+        if self._stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        self._changed.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+
+    def _log(self, level: Level, message: str, batch_id: str | None = None) -> None:
+        self.bus.publish(LogLine(self.clock(), level, redact(message), batch_id))
+
+    def _emit(self, rec: BatchRecord, note: str | None = None) -> None:
+        now = self.clock()
+        if note:
+            rec.note(now, redact(note))
+        if rec.last_error:
+            rec.last_error = redact(rec.last_error)
+        rec.updated_at = now
+        self.store.append(rec)
+        self.bus.publish(BatchChanged(now, rec.copy()))
+        self._wake()
+
+    def _set(self, rec: BatchRecord, stage: Stage, note: str, level: Level = Level.INFO) -> None:
+        previous = rec.stage
+        rec.stage = stage
+        if stage is not Stage.UPLOADED:
+            rec.wait_reason = None
+        self._emit(rec, note)
+        self._log(level, f"{rec.batch_id}: {note}", rec.batch_id)
+        if previous.job_in_flight and not stage.job_in_flight:
+            self.admission.job_ended(rec.batch_id)
+            self._after_admission_change()
+
+    def _after_admission_change(self) -> None:
+        if self._cooling is not None and self.admission.cool_down_until is None:
+            ended, self._cooling = self._cooling, None
+            self.bus.publish(CoolDownEnded(self.clock(), ended))
+            self._log(Level.INFO, f"cool-down over ({ended})")
+        self._publish_admission()
+
+    def _publish_admission(self) -> None:
+        self.bus.publish(AdmissionChanged(self.clock(), self.admission.figures(self.clock())))
+
+    def _requeue(self, rec: BatchRecord, note: str) -> None:
+        """Send a batch back to be created again (new attempt already counted by the caller)."""
+        rec.job_name = None
+        rec.job_state = None
+        rec.intent_at = None
+        rec.display_name = None
+        rec.result_name = None
+        rec.succeeded_count = rec.failed_count = rec.pending_count = 0
+        fresh = rec.upload_name is not None and self._upload_usable(rec)
+        self._set(rec, Stage.UPLOADED if fresh else Stage.VALIDATED, f"{note} (attempt {rec.attempt})")
+
+    def _upload_usable(self, rec: BatchRecord) -> bool:
+        expires = rec.upload_expires_at
+        margin = self.settings.transfer.upload_expiry_margin
+        return expires is None or expires - self.clock() > margin
+
+    def _records_in(self, *stages: Stage) -> Iterable[BatchRecord]:
+        return (rec for rec in self.records.values() if rec.stage in stages)
+
+    # ---- uploads -------------------------------------------------------------------------------
+
+    async def _recover_uploads(self) -> None:
+        """Uploads cut short by a stop: adopt the file if the server has it, else upload again."""
+        waiting = [rec for rec in self._records_in(Stage.UPLOADING)]
+        if not waiting:
+            return
+        try:
+            files = await self.gateway.list_files()
+        except GatewayError as exc:
+            self._log(Level.WARNING, f"cannot list files to recover uploads ({exc}); uploading again")
+            files = []
+        by_name = {}
+        for remote in files:
+            if remote.display_name and remote.state in (None, "ACTIVE"):
+                by_name.setdefault(remote.display_name, remote)
+        for rec in waiting:
+            remote = by_name.get(upload_display_name(rec.sha256))
+            if remote is not None and remote.size_bytes in (None, rec.size_bytes) and (
+                remote.expires_at is None
+                or remote.expires_at - self.clock() > self.settings.transfer.upload_expiry_margin
+            ):
+                rec.upload_name = remote.name
+                rec.upload_expires_at = remote.expires_at
+                self._set(rec, Stage.UPLOADED, f"found its earlier upload {remote.name}")
+            else:
+                self._set(rec, Stage.VALIDATED, "upload was cut short; uploading again")
+
+    async def _upload_loop(self) -> None:
+        limit = asyncio.Semaphore(max(1, self.settings.transfer.upload_concurrency))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stop.is_set():
+                if not self.paused:
+                    ahead = sum(1 for r in self.records.values() if r.stage in (Stage.UPLOADING, Stage.UPLOADED))
+                    for rec in self._records_in(Stage.VALIDATED):
+                        if ahead >= self.settings.transfer.upload_ahead or limit.locked():
+                            break
+                        if rec.batch_id in self._busy:
+                            continue
+                        ahead += 1
+                        await limit.acquire()
+                        self._busy.add(rec.batch_id)
+                        task = asyncio.create_task(self._upload_one(rec, limit))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                await self._wait_change(1.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _upload_one(self, rec: BatchRecord, limit: asyncio.Semaphore) -> None:
+        try:
+            path = Path(rec.source)
+            if not await self._unchanged(rec, path):
+                self._set(rec, Stage.REJECTED, f"{path}: changed since it was validated; not uploaded",
+                          Level.ERROR)
+                return
+            self._set(rec, Stage.UPLOADING, f"uploading {rec.size_bytes} bytes")
+            await self.store.commit()
+            remote = await self.gateway.upload(path, upload_display_name(rec.sha256))
+            if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
+                await self.gateway.delete_file(remote.name)
+                self._set(rec, Stage.REJECTED,
+                          f"{path}: content changed during upload (server hash differs); not submitted",
+                          Level.ERROR)
+                return
+            rec.upload_name = remote.name
+            rec.upload_expires_at = remote.expires_at
+            self._set(rec, Stage.UPLOADED, f"uploaded as {remote.name}")
+        except GatewayError as exc:
+            rec.last_error = str(exc)
+            self._set(rec, Stage.VALIDATED, f"upload failed: {exc}; will try again", Level.WARNING)
+            await self._sleep(5.0)
+        finally:
+            self._busy.discard(rec.batch_id)
+            limit.release()
+            self._wake()
+
+    # ---- creates -------------------------------------------------------------------------------
+
+    async def _create_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._settle_ambiguous()
+            rec = next(iter(self._records_in(Stage.UPLOADED)), None)
+            if rec is None or self.paused:
+                self._mark_waiting("paused" if self.paused else None)
+                await self._wait_change(1.0)
+                continue
+            if not self._upload_usable(rec):
+                rec.upload_name = None
+                self._set(rec, Stage.VALIDATED, "its upload expires soon; uploading again")
+                continue
+            now = self.clock()
+            decision = self.admission.decide(rec.est_tokens, now)
+            if self._cooling is not None and self.admission.cool_down_until is None:
+                self._after_admission_change()
+            if not decision.admit:
+                self._mark_waiting(decision.reason)
+                await self._wait_change(self._wait_for(decision, now))
+                continue
+            await self._create_one(rec)
+
+    def _wait_for(self, decision: Decision, now: float) -> float:
+        if decision.retry_at is not None:
+            return min(max(0.05, decision.retry_at - now), 5.0)
+        return 5.0
+
+    def _mark_waiting(self, reason: str | None) -> None:
+        for rec in self._records_in(Stage.UPLOADED):
+            if rec.wait_reason != reason:
+                rec.wait_reason = reason
+                self._emit(rec)
+
+    async def _create_one(self, rec: BatchRecord) -> None:
+        assert self.state is not None
+        rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
+        rec.intent_at = self.clock()
+        self._set(rec, Stage.CREATING, f"creating job {rec.display_name}")
+        self.admission.job_started(rec.batch_id, rec.est_tokens)
+        await self.store.commit()  # the intent is on disk before the create leaves
+        self.admission.create_sent(self.clock())
+        assert rec.upload_name is not None
+        try:
+            job = await self.gateway.create(rec.upload_name, rec.display_name)
+        except RateLimited as exc:
+            self.admission.job_ended(rec.batch_id)
+            until = self.admission.rate_limited(exc.quota, exc.retry_after, rec.est_tokens, self.clock())
+            rec.last_error = str(exc)
+            self._set(rec, Stage.UPLOADED, f"rate-limited ({exc.quota}); cooling down", Level.WARNING)
+            self._cooling = exc.quota
+            self.bus.publish(CoolDownStarted(self.clock(), exc.quota, until, str(exc)))
+            self._publish_admission()
+            return
+        except Transient as exc:  # never reached the server
+            self.admission.job_ended(rec.batch_id)
+            rec.last_error = str(exc)
+            self._set(rec, Stage.UPLOADED, f"create not sent: {exc}", Level.WARNING)
+            await self._sleep(_TRANSIENT_PAUSE)
+            return
+        except Ambiguous as exc:
+            rec.last_error = str(exc)
+            self._ambiguous_since[rec.batch_id] = self.clock()
+            self._emit(rec, f"create outcome unknown ({exc}); will look for it in the batch list")
+            self._log(Level.WARNING, f"{rec.batch_id}: create outcome unknown: {exc}", rec.batch_id)
+            return
+        except Permanent as exc:
+            self.admission.job_ended(rec.batch_id)
+            await self._create_refused(rec, exc)
+            return
+        self.admission.create_accepted(rec.batch_id, rec.est_tokens, self.clock())
+        self._adopt(rec, job, f"job {job.name} created")
+        self._after_admission_change()
+
+    async def _create_refused(self, rec: BatchRecord, exc: Permanent) -> None:
+        rec.last_error = str(exc)
+        gone = rec.upload_name is None or await self.gateway.get_file(rec.upload_name) is None
+        count = self._reuploads.get(rec.batch_id, 0)
+        if gone and count < 2:
+            self._reuploads[rec.batch_id] = count + 1
+            rec.upload_name = None
+            rec.upload_expires_at = None
+            self._set(rec, Stage.VALIDATED, f"create refused, its upload is gone ({exc}); uploading again",
+                      Level.WARNING)
+            return
+        self._set(rec, Stage.FAILED, f"create refused: {exc}", Level.ERROR)
+
+    def _adopt(self, rec: BatchRecord, job: RemoteJob, note: str) -> None:
+        """Record that `job` is this batch's job, whatever stage it is in."""
+        self._ambiguous_since.pop(rec.batch_id, None)
+        rec.job_name = job.name
+        rec.last_error = None
+        self._apply_job(rec, job, note)
+
+    # ---- settling ambiguous creates --------------------------------------------------------------
+
+    async def _settle_ambiguous(self) -> None:
+        """Creates whose outcome is unknown (or cut short by a stop): find them by display name."""
+        creating = [rec for rec in self._records_in(Stage.CREATING) if rec.job_name is None]
+        if not creating:
+            return
+        wanted = {rec.display_name: rec for rec in creating if rec.display_name}
+        try:
+            found = await self._find_jobs_by_display_name(set(wanted))
+        except GatewayError as exc:
+            self._log(Level.WARNING, f"cannot list batches to settle {len(wanted)} create(s): {exc}")
+            await self._sleep(_TRANSIENT_PAUSE)
+            return
+        grace = self.settings.recovery.ambiguous_grace
+        for display_name, rec in wanted.items():
+            job = found.get(display_name)
+            if job is not None:
+                self.admission.job_started(rec.batch_id, rec.est_tokens)
+                self._adopt(rec, job, f"found its job {job.name} by display name")
+                continue
+            since = rec.intent_at or self.clock()
+            if self.clock() - since >= grace:
+                self.admission.job_ended(rec.batch_id)
+                self._set(rec, Stage.UPLOADED, f"no job named {display_name} after {grace:.0f}s; creating again",
+                          Level.WARNING)
+        if any(rec.stage is Stage.CREATING for rec in creating):
+            await self._sleep(min(5.0, max(0.2, grace / 10)))
+
+    async def _find_jobs_by_display_name(self, names: set[str]) -> dict[str, RemoteJob]:
+        found: dict[str, RemoteJob] = {}
+        token: str | None = None
+        while True:
+            jobs, token = await self.gateway.list_jobs_page(token)
+            for job in jobs:
+                if job.display_name in names and job.display_name not in found:
+                    found[job.display_name] = job
+            if token is None or len(found) == len(names):
+                return found
+
+    # ---- polling -------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            active = {rec.job_name: rec for rec in self._records_in(Stage.PENDING, Stage.RUNNING) if rec.job_name}
+            if active:
+                try:
+                    await self._poll(active)
+                except GatewayError as exc:
+                    self._log(Level.WARNING, f"poll failed: {exc}")
+            await self._sleep(self.settings.poll_interval)
+
+    async def _poll(self, active: dict[str, BatchRecord]) -> None:
+        """One cycle: batches.list pages until every active job was seen, then a get for the rest."""
+        unseen = dict(active)
+        token: str | None = None
+        pages = 0
+        while unseen:
+            jobs, token = await self.gateway.list_jobs_page(token)
+            pages += 1
+            for job in jobs:
+                rec = unseen.pop(job.name, None)
+                if rec is not None:
+                    self._apply_job(rec, job)
+            if token is None:
+                break
+        for name, rec in unseen.items():  # not in the list (deleted, or beyond it): ask for it alone
+            job = await self.gateway.get_job(name)
+            if job is None:
+                rec.last_error = f"{name} is no longer on the server"
+                self._handle_server_end(rec, Stage.FAILED, rec.last_error)
+            else:
+                self._apply_job(rec, job)
+
+    def _apply_job(self, rec: BatchRecord, job: RemoteJob, note: str | None = None) -> None:
+        """Bring a record in line with what the server says about its job."""
+        changed = rec.job_state != job.state
+        rec.job_state = job.state
+        for attr, value in (("succeeded_count", job.succeeded), ("failed_count", job.failed),
+                            ("pending_count", job.pending)):
+            if value is not None and getattr(rec, attr) != value:
+                setattr(rec, attr, value)
+                changed = True
+        end = _SERVER_END_STATES.get(job.state)
+        if end is Stage.SUCCEEDED:
+            rec.result_name = job.result_file
+            self._set(rec, Stage.SUCCEEDED, note or f"job {job.name} succeeded")
+        elif end is not None:
+            self._handle_server_end(rec, end, job.error or job.state)
+        elif job.state == "JOB_STATE_RUNNING" and rec.stage is not Stage.RUNNING:
+            self._set(rec, Stage.RUNNING, note or f"job {job.name} running")
+        elif rec.stage is Stage.CREATING:
+            self._set(rec, Stage.PENDING, note or f"job {job.name} pending")
+        elif changed or note:
+            self._emit(rec, note)
+
+    def _handle_server_end(self, rec: BatchRecord, end: Stage, reason: str) -> None:
+        rec.last_error = reason
+        if end in _RETRYABLE_SERVER_ENDS and rec.attempt < self.settings.max_attempts:
+            self._set(rec, end, f"job {rec.job_name} ended {end}: {reason}", Level.WARNING)
+            rec.attempt += 1
+            self._requeue(rec, "submitting again")
+            return
+        self._set(rec, end, f"job {rec.job_name} ended {end}: {reason}", Level.ERROR)
+
+    # ---- downloads -----------------------------------------------------------------------------
+
+    async def _download_loop(self) -> None:
+        limit = asyncio.Semaphore(max(1, self.settings.transfer.download_concurrency))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stop.is_set():
+                for rec in self._records_in(Stage.SUCCEEDED):
+                    if limit.locked():
+                        break
+                    if rec.batch_id in self._busy:
+                        continue
+                    await limit.acquire()
+                    self._busy.add(rec.batch_id)
+                    task = asyncio.create_task(self._download_one(rec, limit))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await self._wait_change(1.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _download_one(self, rec: BatchRecord, limit: asyncio.Semaphore) -> None:
+        assert self.settings.output_dir is not None
+        final = self.settings.output_dir / result_file_name(rec.batch_id)
+        temporary = final.with_name(f".{final.name}.part")
+        try:
+            if not rec.result_name:
+                job = await self.gateway.get_job(rec.job_name or "")
+                rec.result_name = job.result_file if job else None
+                if not rec.result_name:
+                    self._handle_server_end(rec, Stage.FAILED, "the job succeeded but names no result file")
+                    return
+            await self.gateway.download(rec.result_name, temporary)
+            check = await asyncio.to_thread(check_results, Path(rec.source), temporary)
+            rec.succeeded_count, rec.failed_count, rec.pending_count = check.succeeded, check.failed, 0
+            if not check.complete:
+                bad = final.with_name(f"{rec.batch_id}.results.incomplete.jsonl")
+                await asyncio.to_thread(move_into_place, temporary, bad)
+                rec.result_path = str(bad)
+                self._set(rec, Stage.FAILED, f"results do not match the input: {check.problem()}; kept as {bad}",
+                          Level.ERROR)
+                return
+            await asyncio.to_thread(move_into_place, temporary, final)
+            rec.result_path = str(final)
+            level = Level.WARNING if check.failed else Level.INFO
+            self._set(rec, Stage.DOWNLOADED,
+                      f"results saved: {check.succeeded} succeeded, {check.failed} failed requests", level)
+        except GatewayError as exc:
+            rec.last_error = f"download failed: {exc}"
+            self._emit(rec, f"download failed: {exc}; will try again")
+            self._log(Level.WARNING, f"{rec.batch_id}: download failed: {exc}", rec.batch_id)
+            await self._sleep(5.0)
+        finally:
+            with contextlib.suppress(OSError):
+                if temporary.exists():
+                    os.unlink(temporary)
+            self._busy.discard(rec.batch_id)
+            limit.release()
+            self._wake()
+
+    # ---- checkpoint ----------------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._sleep(1.0)
+            assert self.state is not None
+            if self.store.needs_compaction:
+                self.state.learned = self.admission.learned()
+                await self.store.compact(self.state)
+            else:
+                await self.store.commit()
