@@ -1,0 +1,381 @@
+"""Admission control: each gate, learning from each kind of 429, cool-downs, and the budget invariant."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gembatch.core.admission import ADMIT, Admission, format_tokens
+from gembatch.core.config import AdmissionSettings
+from gembatch.core.events import Quota
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+T0 = 1_700_000_000.0
+M = 1_000_000
+
+
+def make(**kwargs: object) -> Admission:
+    return Admission(AdmissionSettings(**kwargs))  # type: ignore[arg-type]
+
+
+def run_job(adm: Admission, batch_id: str, tokens: int, now: float) -> None:
+    """A create that the engine sends and the server accepts, in the engine's order of calls."""
+    adm.job_started(batch_id, tokens)
+    adm.create_sent(now)
+    adm.create_accepted(batch_id, tokens, now)
+
+
+def refuse(adm: Admission, batch_id: str, tokens: int, now: float, quota: Quota,
+           retry_delay: float | None = None) -> float:
+    """A create that the server refuses with a 429, in the engine's order of calls."""
+    adm.job_started(batch_id, tokens)
+    adm.create_sent(now)
+    adm.job_ended(batch_id)
+    return adm.rate_limited(quota, retry_delay, tokens, now)
+
+
+def clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+# ---- the gates -------------------------------------------------------------------------------------
+
+
+def test_admits_when_nothing_limits() -> None:
+    adm = make()
+    assert adm.decide(10 * M, T0) == ADMIT
+
+
+def test_concurrent_cap_from_settings() -> None:
+    adm = make(max_concurrent_jobs=2)
+    run_job(adm, "a", 10, T0)
+    run_job(adm, "b", 10, T0)
+    decision = adm.decide(10, T0)
+    assert not decision.admit
+    assert decision.reason == "concurrent cap 2/2"
+    assert decision.quota is Quota.CONCURRENT_JOBS
+    assert decision.retry_at is None  # a job must end
+    adm.job_ended("a")
+    assert adm.decide(10, T0).admit
+
+
+def test_token_budget_from_settings_is_a_hard_gate() -> None:
+    adm = make(token_budget=3 * M)
+    run_job(adm, "a", 2_900_000, T0)
+    decision = adm.decide(150_000, T0)
+    assert not decision.admit
+    assert decision.reason == "token budget 2.9M/3.0M + 150k"
+    assert decision.quota is Quota.ENQUEUED_TOKENS
+    assert decision.retry_at is None
+    assert adm.decide(100_000, T0).admit  # exactly fills the budget
+
+
+def test_job_bigger_than_the_budget_is_admitted_when_nothing_is_in_flight() -> None:
+    adm = make(token_budget=1000, max_concurrent_jobs=1)
+    assert adm.decide(5000, T0).admit
+    run_job(adm, "a", 5000, T0)
+    assert not adm.decide(5000, T0).admit
+    adm.job_ended("a")
+    assert adm.decide(5000, T0).admit
+
+
+def test_creates_per_minute_sliding_window() -> None:
+    adm = make(creates_per_minute=3)
+    for i, at in enumerate((T0, T0 + 10, T0 + 20)):
+        run_job(adm, f"j{i}", 1, at)
+    decision = adm.decide(1, T0 + 30)
+    assert not decision.admit
+    assert decision.reason == "creates/min 3/3"
+    assert decision.quota is Quota.CREATES_PER_MINUTE
+    assert decision.retry_at == T0 + 60  # the oldest create leaves the window then
+    assert not adm.decide(1, T0 + 59.9).admit
+    assert adm.decide(1, T0 + 60).admit
+
+
+def test_cool_down_blocks_everything_until_its_deadline() -> None:
+    adm = make()
+    until = refuse(adm, "a", 10, T0, Quota.CREATES_PER_MINUTE, retry_delay=25)
+    assert until == T0 + 25
+    decision = adm.decide(10, T0 + 10)
+    assert not decision.admit
+    assert decision.reason == f"cooling down (creates-per-minute) until {clock(T0 + 25)}"
+    assert decision.quota is Quota.CREATES_PER_MINUTE
+    assert decision.retry_at == T0 + 25
+    assert adm.cool_down_until == T0 + 25 and adm.cool_down_quota is Quota.CREATES_PER_MINUTE
+    assert adm.decide(10, T0 + 25).admit
+    assert adm.cool_down_until is None and adm.cool_down_quota is None
+
+
+# ---- learning from 429s ----------------------------------------------------------------------------
+
+
+def test_enqueued_tokens_429_learns_the_tokens_in_flight() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)
+    until = refuse(adm, "c", M, T0 + 1, Quota.ENQUEUED_TOKENS)
+    assert until == T0 + 1 + 60
+    assert adm.token_budget == 2 * M
+    assert adm.learned()["token_budget"] == 2 * M
+    assert adm.tokens_in_flight == 2 * M and adm.jobs_in_flight == 2  # the refused job is not counted
+
+
+def test_token_cool_down_ends_as_soon_as_a_job_ends_and_the_freed_tokens_are_usable() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)
+    refuse(adm, "c", M, T0 + 1, Quota.ENQUEUED_TOKENS)
+    assert not adm.decide(M, T0 + 2).admit
+    adm.job_ended("a")
+    assert adm.cool_down_until is None
+    assert adm.decide(M, T0 + 2).admit  # 1M in flight + 1M <= the 2M learned
+    blocked = adm.decide(M + 1, T0 + 2)
+    assert not blocked.admit and blocked.quota is Quota.ENQUEUED_TOKENS
+
+
+def test_learned_budget_is_never_below_the_biggest_total_accepted() -> None:
+    adm = make()
+    for name in ("a", "b", "c"):
+        run_job(adm, name, M, T0)
+    adm.job_ended("a")
+    adm.job_ended("b")
+    refuse(adm, "d", 5 * M, T0 + 1, Quota.ENQUEUED_TOKENS)  # 1M in flight when refused
+    assert adm.token_budget == 3 * M
+
+
+def test_unknown_429_learns_a_budget_only_while_jobs_are_in_flight() -> None:
+    adm = make()
+    refuse(adm, "a", M, T0, Quota.UNKNOWN)
+    assert adm.token_budget is None
+    assert adm.cool_down_until == T0 + 60
+    adm.decide(1, T0 + 60)  # the cool-down passes with time only
+    run_job(adm, "b", 2 * M, T0 + 61)
+    refuse(adm, "c", M, T0 + 62, Quota.UNKNOWN)
+    assert adm.token_budget == 2 * M
+    adm.job_ended("b")
+    assert adm.cool_down_until is None  # treated like an enqueued-tokens 429
+
+
+def test_enqueued_tokens_429_with_nothing_in_flight_waits_for_the_clock() -> None:
+    adm = make()
+    refuse(adm, "big", 5 * M, T0, Quota.ENQUEUED_TOKENS)
+    assert adm.token_budget is None  # nothing to learn: someone else's jobs, or a job too big for the tier
+    assert not adm.decide(5 * M, T0 + 59).admit
+    assert adm.decide(5 * M, T0 + 60).admit
+
+
+def test_concurrent_jobs_429_learns_the_cap() -> None:
+    adm = make(max_concurrent_jobs=100)
+    run_job(adm, "a", 1, T0)
+    run_job(adm, "b", 1, T0)
+    refuse(adm, "c", 1, T0, Quota.CONCURRENT_JOBS)
+    assert adm.max_jobs == 2
+    assert adm.learned()["max_jobs"] == 2
+    adm.decide(1, T0 + 60)
+    decision = adm.decide(1, T0 + 60)
+    assert not decision.admit and decision.reason == "concurrent cap 2/2"
+    adm.job_ended("a")
+    assert adm.decide(1, T0 + 61).admit
+
+
+def test_concurrent_jobs_cool_down_also_ends_when_a_job_ends() -> None:
+    adm = make()
+    run_job(adm, "a", 1, T0)
+    refuse(adm, "b", 1, T0, Quota.CONCURRENT_JOBS)
+    assert not adm.decide(1, T0 + 1).admit
+    adm.job_ended("a")
+    assert adm.decide(1, T0 + 1).admit
+
+
+def test_creates_per_minute_429_learns_the_accepted_creates_of_the_last_minute() -> None:
+    adm = make()
+    for i in range(4):
+        run_job(adm, f"j{i}", 1, T0 + i)
+    refuse(adm, "x", 1, T0 + 5, Quota.CREATES_PER_MINUTE, retry_delay=1)
+    assert adm.creates_per_minute == 4  # the refused create does not count
+    assert adm.learned()["creates_per_minute"] == 4
+    decision = adm.decide(1, T0 + 10)
+    assert not decision.admit and decision.reason == "creates/min 4/4" and decision.retry_at == T0 + 60
+    adm.job_ended("j0")
+    assert not adm.decide(1, T0 + 10).admit  # a job ending does not help this quota
+    assert adm.decide(1, T0 + 60).admit
+
+
+def test_accepted_creates_raise_what_was_learned() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    refuse(adm, "b", M, T0, Quota.ENQUEUED_TOKENS)
+    assert adm.token_budget == M
+    adm.job_ended("a")
+    run_job(adm, "c", 3 * M, T0 + 1)  # nothing in flight: admitted, and the server took it
+    assert adm.token_budget == 3 * M
+
+
+def test_set_budget_wins_when_smaller_than_learned() -> None:
+    adm = make(token_budget=M)
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)  # adopted over the budget (e.g. after a restart)
+    refuse(adm, "c", M, T0, Quota.ENQUEUED_TOKENS)
+    assert adm.learned()["token_budget"] == 2 * M
+    assert adm.token_budget == M
+
+
+# ---- cool-down doubling ----------------------------------------------------------------------------
+
+
+def test_cool_down_doubles_per_consecutive_429_up_to_the_cap() -> None:
+    adm = make(cool_down_seconds=60, cool_down_max_seconds=300)
+    now = T0
+    deadlines = []
+    for i in range(5):
+        until = refuse(adm, f"x{i}", 1, now, Quota.UNKNOWN)
+        deadlines.append(until - now)
+        now = until
+    assert deadlines == [60, 120, 240, 300, 300]
+
+
+def test_a_success_resets_the_doubling() -> None:
+    adm = make(cool_down_seconds=10, cool_down_max_seconds=900)
+    refuse(adm, "a", 1, T0, Quota.UNKNOWN)
+    until = refuse(adm, "b", 1, T0 + 10, Quota.UNKNOWN)
+    assert until - (T0 + 10) == 20
+    run_job(adm, "c", 1, T0 + 30)
+    assert refuse(adm, "d", 1, T0 + 31, Quota.UNKNOWN) - (T0 + 31) == 10
+
+
+def test_a_job_ending_resets_the_doubling_but_a_refused_create_does_not() -> None:
+    adm = make(cool_down_seconds=10, cool_down_max_seconds=900)
+    run_job(adm, "a", 1, T0)
+    refuse(adm, "x", 1, T0, Quota.CREATES_PER_MINUTE)  # the refuse helper ends x: must not reset
+    assert refuse(adm, "y", 1, T0 + 10, Quota.CREATES_PER_MINUTE) - (T0 + 10) == 20
+    adm.job_ended("a")
+    assert refuse(adm, "z", 1, T0 + 30, Quota.CREATES_PER_MINUTE) - (T0 + 30) == 10
+
+
+def test_retry_delay_from_the_server_wins_over_the_doubling() -> None:
+    adm = make(cool_down_seconds=60)
+    refuse(adm, "a", 1, T0, Quota.UNKNOWN)
+    assert refuse(adm, "b", 1, T0 + 60, Quota.UNKNOWN, retry_delay=7.5) == T0 + 67.5
+
+
+def test_a_transient_failure_is_not_a_job_end() -> None:
+    adm = make(cool_down_seconds=10)
+    run_job(adm, "a", M, T0)
+    refuse(adm, "b", M, T0, Quota.ENQUEUED_TOKENS)
+    adm.job_started("c", 1)  # a create that never reached the server
+    adm.create_sent(T0 + 1)
+    adm.job_ended("c")
+    assert adm.cool_down_until == T0 + 10
+
+
+# ---- bookkeeping -----------------------------------------------------------------------------------
+
+
+def test_job_ended_is_idempotent_and_adopt_does_not_double_count() -> None:
+    adm = make()
+    adm.job_started("a", 100)
+    adm.create_sent(T0)  # answer lost: ambiguous
+    adm.job_started("a", 100)  # found by display name and adopted
+    assert adm.tokens_in_flight == 100 and adm.jobs_in_flight == 1
+    adm.job_ended("a")
+    adm.job_ended("a")
+    assert adm.tokens_in_flight == 0 and adm.jobs_in_flight == 0
+
+
+def test_learned_facts_survive_a_restart() -> None:
+    adm = make(max_concurrent_jobs=50)
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)
+    refuse(adm, "c", M, T0, Quota.ENQUEUED_TOKENS)
+    refuse(adm, "d", M, T0 + 60, Quota.CONCURRENT_JOBS)
+    learned = adm.learned()
+    assert learned == {"token_budget": 2 * M, "max_jobs": 2, "accepted_tokens_max": 2 * M}
+    again = Admission(AdmissionSettings(max_concurrent_jobs=50), learned=learned)
+    assert again.token_budget == 2 * M and again.max_jobs == 2
+    assert again.learned() == learned
+    odd = Admission(AdmissionSettings(), learned={"token_budget": "x", "max_jobs": -3, "other": 1})
+    assert odd.token_budget is None and odd.max_jobs == 100
+
+
+def test_figures() -> None:
+    adm = make(max_concurrent_jobs=10, creates_per_minute=5)
+    run_job(adm, "a", 1000, T0)
+    run_job(adm, "b", 2000, T0 + 1)
+    until = refuse(adm, "c", 500, T0 + 2, Quota.ENQUEUED_TOKENS, retry_delay=30)
+    figures = adm.figures(T0 + 3)
+    assert figures.jobs_in_flight == 2
+    assert figures.max_jobs == 10
+    assert figures.tokens_enqueued == 3000
+    assert figures.token_budget == 3000
+    assert figures.creates_last_minute == 2
+    assert figures.creates_per_minute == 5
+    assert figures.cool_down_until == until
+    assert figures.cool_down_quota is Quota.ENQUEUED_TOKENS
+    assert figures.rate_limited_total == 1
+    later = adm.figures(T0 + 100)
+    assert later.cool_down_until is None and later.cool_down_quota is None and later.creates_last_minute == 0
+
+
+@pytest.mark.parametrize(("tokens", "text"), [(950, "950"), (1500, "1.5k"), (150_000, "150k"),
+                                              (2_900_000, "2.9M")])
+def test_format_tokens(tokens: int, text: str) -> None:
+    assert format_tokens(tokens) == text
+
+
+# ---- the invariant ---------------------------------------------------------------------------------
+
+_tokens = st.integers(min_value=1, max_value=2 * M)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), _tokens, st.booleans()),  # admitted creates are accepted or refused
+        st.tuples(st.just("end"), st.integers(min_value=0, max_value=1000)),
+        st.tuples(st.just("adopt"), _tokens),  # a job found on restart, admitted by no one
+        st.tuples(st.just("tick"), st.floats(min_value=0, max_value=200)),
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(budget=st.integers(min_value=1, max_value=5 * M), ops=_ops,
+       quota=st.sampled_from(list(Quota)), retry=st.one_of(st.none(), st.floats(min_value=0, max_value=90)))
+def test_an_admitted_create_never_exceeds_a_set_budget_while_jobs_are_in_flight(
+        budget: int, ops: list[tuple], quota: Quota, retry: float | None) -> None:
+    adm = make(token_budget=budget, max_concurrent_jobs=20, creates_per_minute=30)
+    now = T0
+    in_flight: dict[str, int] = {}
+    serial = 0
+    for op in ops:
+        serial += 1
+        name = f"b{serial}"
+        match op:
+            case ("create", tokens, accepted):
+                decision = adm.decide(tokens, now)
+                if not decision.admit:
+                    assert decision.reason
+                    continue
+                if in_flight:
+                    assert sum(in_flight.values()) + tokens <= budget
+                    assert len(in_flight) < 20
+                adm.job_started(name, tokens)
+                adm.create_sent(now)
+                if accepted:
+                    adm.create_accepted(name, tokens, now)
+                    in_flight[name] = tokens
+                else:
+                    adm.job_ended(name)
+                    deadline = adm.rate_limited(quota, retry, tokens, now)
+                    assert deadline >= now
+            case ("end", index):
+                if in_flight:
+                    victim = sorted(in_flight)[index % len(in_flight)]
+                    del in_flight[victim]
+                    adm.job_ended(victim)
+            case ("adopt", tokens):
+                adm.job_started(name, tokens)
+                in_flight[name] = tokens
+            case ("tick", seconds):
+                now += seconds
+        assert adm.tokens_in_flight == sum(in_flight.values())
+        assert adm.jobs_in_flight == len(in_flight)
