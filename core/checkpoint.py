@@ -29,6 +29,7 @@ from typing import Any
 
 import tomli_w
 
+from .crash_points import crash_point, crash_point_armed
 from .model import BatchRecord
 from .redact import KEY_VARIABLES, redact
 
@@ -449,6 +450,9 @@ class CheckpointStore:
         data = b"".join(line.data for line in lines)
         try:
             fd = self._open_journal()
+            if crash_point_armed("mid-journal-write"):
+                _write_all(fd, data[: max(1, len(data) // 2)])
+                crash_point("mid-journal-write")
             _write_all(fd, data)
             os.fsync(fd)
         except OSError:
@@ -551,6 +555,9 @@ class CheckpointStore:
             try:
                 fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
+                    if crash_point_armed("mid-snapshot-write"):
+                        _write_all(fd, data[: len(data) // 2])
+                        crash_point("mid-snapshot-write")
                     _write_all(fd, data)
                     os.fsync(fd)
                 finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .admission import Admission, Decision
 from .checkpoint import CheckpointStore, RunState
 from .config import Settings
+from .crash_points import crash_point
 from .events import (
     AdmissionChanged,
     BatchChanged,
@@ -81,6 +82,7 @@ class Engine:
         self._reuploads: dict[str, int] = {}
         self._busy: set[str] = set()  # batch ids an upload or download task is working on
         self._ambiguous_since: dict[str, float] = {}
+        gateway.on_retry = lambda text: self._log(Level.WARNING, f"retrying {text}")
 
     # ---- views for the UI ----------------------------------------------------------------------
 
@@ -332,7 +334,16 @@ class Engine:
         self._publish_admission()
 
     def _publish_admission(self) -> None:
+        self._persist_learned()
         self.bus.publish(AdmissionChanged(self.clock(), self.admission.figures(self.clock())))
+
+    def _persist_learned(self) -> None:
+        """Journal what admission learned (a budget, a cap) as soon as it changes: a crash must not lose it."""
+        assert self.state is not None
+        for key, value in self.admission.learned().items():
+            if self.state.learned.get(key) != value:
+                self.state.learned[key] = value
+                self.store.set_learned(key, value)
 
     def _requeue(self, rec: BatchRecord, note: str) -> None:
         """Send a batch back to be created again (new attempt already counted by the caller)."""
@@ -415,6 +426,7 @@ class Engine:
             self._set(rec, Stage.UPLOADING, f"uploading {rec.size_bytes} bytes")
             await self.store.commit()
             remote = await self.gateway.upload(path, upload_display_name(rec.sha256))
+            crash_point("after-upload")
             if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
                 await self.gateway.delete_file(remote.name)
                 self._set(rec, Stage.REJECTED,
@@ -475,10 +487,12 @@ class Engine:
         self._set(rec, Stage.CREATING, f"creating job {rec.display_name}")
         self.admission.job_started(rec.batch_id, rec.est_tokens)
         await self.store.commit()  # the intent is on disk before the create leaves
-        self.admission.create_sent(self.clock())
+        crash_point("after-intent")
+        self.admission.create_sent(self.clock(), rec.batch_id)
         assert rec.upload_name is not None
         try:
             job = await self.gateway.create(rec.upload_name, rec.display_name)
+            crash_point("after-create")
         except RateLimited as exc:
             self.admission.job_ended(rec.batch_id)
             until = self.admission.rate_limited(exc.quota, exc.retry_after, rec.est_tokens, self.clock())
@@ -668,6 +682,7 @@ class Engine:
                     self._handle_server_end(rec, Stage.FAILED, "the job succeeded but names no result file")
                     return
             await self.gateway.download(rec.result_name, temporary)
+            crash_point("during-download")
             check = await asyncio.to_thread(check_results, Path(rec.source), temporary)
             rec.succeeded_count, rec.failed_count, rec.pending_count = check.succeeded, check.failed, 0
             if not check.complete:
@@ -679,9 +694,8 @@ class Engine:
                 return
             await asyncio.to_thread(move_into_place, temporary, final)
             rec.result_path = str(final)
-            level = Level.WARNING if check.failed else Level.INFO
             self._set(rec, Stage.DOWNLOADED,
-                      f"results saved: {check.succeeded} succeeded, {check.failed} failed requests", level)
+                      f"results saved: {check.succeeded} succeeded, {check.failed} failed requests")
         except GatewayError as exc:
             rec.last_error = f"download failed: {exc}"
             self._emit(rec, f"download failed: {exc}; will try again")

@@ -301,7 +301,7 @@ class Gateway:
         self._timeout = timeout
         self._max_retries = max(1, max_retries)
         self._retry_max_wait = retry_max_wait
-        self._on_retry = on_retry
+        self.on_retry = on_retry
         # Our own httpx2 client: the same transport with or without aiohttp installed
         # (the aiohttp path re-sends a request after a dropped connection, which could duplicate a create).
         self._http = httpx2.AsyncClient(timeout=timeout, follow_redirects=True)
@@ -325,8 +325,8 @@ class Gateway:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.upcoming_sleep
-            if self._on_retry is not None:
-                self._on_retry(f"{what}: {exc}; retry {state.attempt_number} in {wait:.1f}s")
+            if self.on_retry is not None:
+                self.on_retry(f"{what}: {exc}; retry {state.attempt_number} in {wait:.1f}s")
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries),

@@ -72,7 +72,10 @@ def missing_key_message() -> str:
 
 
 def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], None] | None = None) -> Engine:
-    """The engine with its gateway and checkpoint store, as both the headless runner and the TUI use it."""
+    """The engine with its gateway and checkpoint store, as both the headless runner and the TUI use it.
+
+    Retries are logged as engine LogLines; `on_retry`, when given, receives them instead.
+    """
     store = CheckpointStore(settings.checkpoint_path())
     gateway = Gateway(
         api_key=api_key,
@@ -81,15 +84,17 @@ def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], Non
         timeout=settings.transfer.request_timeout,
         max_retries=settings.transfer.max_retries,
         retry_max_wait=settings.transfer.retry_max_wait,
-        on_retry=on_retry,
     )
-    return Engine(settings, gateway, store)
+    engine = Engine(settings, gateway, store)
+    if on_retry is not None:
+        gateway.on_retry = on_retry
+    return engine
 
 
 async def run_engine_headless(settings: Settings, api_key: str, stream: TextIO = sys.stderr) -> int:
     """Run to the end (or to a stop signal); the checkpoint is saved before this returns."""
     log = HeadlessLog(stream)
-    engine = build_engine(settings, api_key, on_retry=lambda text: log.stream.write(f"retry: {redact(text)}\n"))
+    engine = build_engine(settings, api_key)
     try:
         engine.store.acquire_lock()
     except CheckpointLocked as exc:
