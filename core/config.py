@@ -49,6 +49,8 @@ class RecoverySettings:
     """How ambiguous creates are settled."""
 
     ambiguous_grace: float = 60.0  # how long an ambiguous create may take to appear before we create again
+    stuck_after_hours: float | None = 24.0  # a job pending or running longer is flagged as stuck; None = never
+    stuck_action: str = "wait"  # "wait" (flag only) or "resubmit" (cancel it and submit once more)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class _Key:
     exclusive: bool = False  # minimum itself is not allowed
     zero_is_none: bool = False  # 0 means "not set"
     url: bool = False
+    choices: tuple[str, ...] = ()  # for strings: the allowed values
 
 
 def _positive(attr: str) -> _Key:
@@ -142,6 +145,8 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
     },
     "recovery": {
         "ambiguous_grace": _not_negative("ambiguous_grace", float),
+        "stuck_after_hours": _not_negative("stuck_after_hours", float, zero_is_none=True),
+        "stuck_action": _Key("stuck_action", str, choices=("wait", "resubmit")),
     },
 }
 
@@ -216,6 +221,8 @@ def coerce_setting(key: str, value: object, base_dir: Path | None = None) -> Any
         raise ValueError("must not be empty")
     if spec.url:
         _check_url(value)
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"expected one of {', '.join(repr(c) for c in spec.choices)}, got {value!r}")
     if spec.kind is Path:
         path = Path(value).expanduser()
         return base_dir / path if base_dir is not None and not path.is_absolute() else path

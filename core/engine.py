@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from .admission import Admission, Decision
@@ -82,6 +83,8 @@ class Engine:
         self._reuploads: dict[str, int] = {}
         self._busy: set[str] = set()  # batch ids an upload or download task is working on
         self._ambiguous_since: dict[str, float] = {}
+        # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
+        self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
         gateway.on_retry = lambda text: self._log(Level.WARNING, f"retrying {text}")
 
     # ---- views for the UI ----------------------------------------------------------------------
@@ -185,6 +188,7 @@ class Engine:
         self.admission = Admission(self.settings.admission, learned=dict(state.learned))
         await self._scan_inputs()
         for rec in self.records.values():
+            self._staged[rec.stage][rec.batch_id] = rec
             if rec.stage.job_in_flight:
                 self.admission.job_started(rec.batch_id, rec.est_tokens)
             self.bus.publish(BatchChanged(self.clock(), rec.copy()))
@@ -265,11 +269,14 @@ class Engine:
 
     async def _finish_watch(self) -> None:
         while not self._stop.is_set():
-            if self.records and all(rec.stage.ended for rec in self.records.values()):
+            if self.records and self._ended_count() == len(self.records):
                 self._log(Level.INFO, "every batch has ended")
                 self.request_stop()
                 break
             await self._wait_change(5.0)
+
+    def _ended_count(self) -> int:
+        return sum(len(self._staged[stage]) for stage in Stage if stage.ended)
 
     def summary(self) -> dict[str, int]:
         """How many batches are in each stage."""
@@ -318,6 +325,8 @@ class Engine:
     def _set(self, rec: BatchRecord, stage: Stage, note: str, level: Level = Level.INFO) -> None:
         previous = rec.stage
         rec.stage = stage
+        self._staged[previous].pop(rec.batch_id, None)
+        self._staged[stage][rec.batch_id] = rec
         if stage is not Stage.UPLOADED:
             rec.wait_reason = None
         self._emit(rec, note)
@@ -352,6 +361,7 @@ class Engine:
         rec.intent_at = None
         rec.display_name = None
         rec.result_name = None
+        rec.stuck_since = None
         rec.succeeded_count = rec.failed_count = rec.pending_count = 0
         fresh = rec.upload_name is not None and self._upload_usable(rec)
         self._set(rec, Stage.UPLOADED if fresh else Stage.VALIDATED, f"{note} (attempt {rec.attempt})")
@@ -361,8 +371,12 @@ class Engine:
         margin = self.settings.transfer.upload_expiry_margin
         return expires is None or expires - self.clock() > margin
 
-    def _records_in(self, *stages: Stage) -> Iterable[BatchRecord]:
-        return (rec for rec in self.records.values() if rec.stage in stages)
+    def _records_in(self, *stages: Stage) -> list[BatchRecord]:
+        """The records in these stages (a copy: callers may change stages while walking it)."""
+        return [rec for stage in stages for rec in self._staged[stage].values()]
+
+    def _first_in(self, stage: Stage, count: int) -> list[BatchRecord]:
+        return list(itertools.islice(self._staged[stage].values(), count))
 
     # ---- uploads -------------------------------------------------------------------------------
 
@@ -398,8 +412,9 @@ class Engine:
         try:
             while not self._stop.is_set():
                 if not self.paused:
-                    ahead = sum(1 for r in self.records.values() if r.stage in (Stage.UPLOADING, Stage.UPLOADED))
-                    for rec in self._records_in(Stage.VALIDATED):
+                    ahead = len(self._staged[Stage.UPLOADING]) + len(self._staged[Stage.UPLOADED])
+                    room = self.settings.transfer.upload_ahead - ahead
+                    for rec in self._first_in(Stage.VALIDATED, max(0, room) + len(self._busy)):
                         if ahead >= self.settings.transfer.upload_ahead or limit.locked():
                             break
                         if rec.batch_id in self._busy:
@@ -450,7 +465,7 @@ class Engine:
     async def _create_loop(self) -> None:
         while not self._stop.is_set():
             await self._settle_ambiguous()
-            rec = next(iter(self._records_in(Stage.UPLOADED)), None)
+            rec = next(iter(self._staged[Stage.UPLOADED].values()), None)
             if rec is None or self.paused:
                 self._mark_waiting("paused" if self.paused else None)
                 await self._wait_change(1.0)
@@ -615,6 +630,32 @@ class Engine:
                 self._handle_server_end(rec, Stage.FAILED, rec.last_error)
             else:
                 self._apply_job(rec, job)
+        await self._check_stuck()
+
+    async def _check_stuck(self) -> None:
+        """Flag jobs pending or running too long; with the "resubmit" action, cancel them to submit once more."""
+        hours = self.settings.recovery.stuck_after_hours
+        if hours is None:
+            return
+        now = self.clock()
+        for rec in self._records_in(Stage.PENDING, Stage.RUNNING):
+            if rec.stuck_since is not None or rec.intent_at is None or now - rec.intent_at < hours * 3600:
+                continue
+            rec.stuck_since = now
+            note = f"stuck: {rec.stage} for {(now - rec.intent_at) / 3600:.1f} h (limit {hours:g} h)"
+            resubmit = self.settings.recovery.stuck_action == "resubmit" and rec.stuck_resubmits == 0
+            if resubmit and rec.job_name:
+                try:
+                    await self.gateway.cancel(rec.job_name)
+                except GatewayError as exc:
+                    self._log(Level.ERROR, f"{rec.batch_id}: cancel of stuck job failed: {exc}", rec.batch_id)
+                else:
+                    rec.stuck_resubmits += 1
+                    rec.resubmit_pending = True
+                    note += "; cancelled, to be submitted once more"
+            rec.last_error = note
+            self._emit(rec, note)
+            self._log(Level.WARNING, f"{rec.batch_id}: {note}", rec.batch_id)
 
     def _apply_job(self, rec: BatchRecord, job: RemoteJob, note: str | None = None) -> None:
         """Bring a record in line with what the server says about its job."""
@@ -640,6 +681,13 @@ class Engine:
 
     def _handle_server_end(self, rec: BatchRecord, end: Stage, reason: str) -> None:
         rec.last_error = reason
+        if end is Stage.CANCELLED and rec.resubmit_pending:
+            self._set(rec, end, f"stuck job {rec.job_name} cancelled", Level.WARNING)
+            rec.stuck_since = None
+            rec.resubmit_pending = False
+            rec.attempt += 1
+            self._requeue(rec, "submitting the stuck job once more")
+            return
         if end in _RETRYABLE_SERVER_ENDS and rec.attempt < self.settings.max_attempts:
             self._set(rec, end, f"job {rec.job_name} ended {end}: {reason}", Level.WARNING)
             rec.attempt += 1
@@ -654,7 +702,7 @@ class Engine:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not self._stop.is_set():
-                for rec in self._records_in(Stage.SUCCEEDED):
+                for rec in self._first_in(Stage.SUCCEEDED, len(self._busy) + 64):
                     if limit.locked():
                         break
                     if rec.batch_id in self._busy:

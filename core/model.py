@@ -94,6 +94,9 @@ class BatchRecord:
     result_path: str | None = None
     last_error: str | None = None
     wait_reason: str | None = None  # why an uploaded file is not created yet
+    stuck_since: float | None = None  # when the job was flagged as pending/running too long
+    stuck_resubmits: int = 0  # stuck jobs of this batch cancelled to be submitted again
+    resubmit_pending: bool = False  # its stuck job was cancelled by us; submit again once it shows CANCELLED
     updated_at: float = 0.0
     history: list[HistoryEntry] = field(default_factory=list)
 

@@ -38,8 +38,11 @@ def test_no_file_gives_defaults() -> None:
     assert settings.max_attempts == 3
     assert settings.tokens_per_byte == 0.25
     assert settings.admission == AdmissionSettings(100, None, None, 60.0, 900.0)
-    assert settings.transfer == TransferSettings(4, 4, 120.0, 3600.0, 6, 120.0)
-    assert settings.recovery == RecoverySettings(60.0)
+    assert settings.transfer == TransferSettings(
+        upload_concurrency=4, upload_ahead=16, download_concurrency=4, request_timeout=120.0,
+        upload_expiry_margin=3600.0, max_retries=6, retry_max_wait=120.0,
+    )
+    assert settings.recovery == RecoverySettings(ambiguous_grace=60.0, stuck_after_hours=24.0, stuck_action="wait")
     assert settings.config_path is None
 
 
@@ -92,7 +95,10 @@ ambiguous_grace = 0
     assert s.poll_interval == 5.0 and isinstance(s.poll_interval, float)
     assert s.tokens_per_byte == 0.5
     assert s.admission == AdmissionSettings(7, 1_000_000, 12, 10.0, 20.5)
-    assert s.transfer == TransferSettings(2, 3, 30.0, 0.0, 0, 9.0)
+    assert s.transfer == TransferSettings(
+        upload_concurrency=2, download_concurrency=3, request_timeout=30.0, upload_expiry_margin=0.0,
+        max_retries=0, retry_max_wait=9.0,
+    )
     assert s.recovery.ambiguous_grace == 0.0
     assert s.config_path == path
 

@@ -1,0 +1,46 @@
+"""Jobs pending or running longer than the limit are flagged; with "resubmit" they are submitted once more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gembatch.core.engine import EXIT_OK
+from gembatch.core.model import Stage
+
+from ..conftest import write_batch_files
+from .helpers import assert_one_job_per_attempt, engine_settings, run_engine
+
+ONE_SECOND_IN_HOURS = 1 / 3600
+
+
+async def test_a_stuck_job_is_flagged_and_left_to_finish(tmp_path: Path, emulator) -> None:
+    write_batch_files(tmp_path / "in", files=1, requests=3)
+    emulator.settings.running_seconds = 2.5
+    settings = engine_settings(tmp_path, emulator.base_url, stuck_after_hours=ONE_SECOND_IN_HOURS)
+
+    code, engine, recorder = await run_engine(settings)
+
+    assert code == EXIT_OK
+    assert len(emulator.jobs()) == 1
+    (rec,) = engine.records.values()
+    assert rec.stuck_since is not None and rec.stage is Stage.DOWNLOADED
+    assert any("stuck: running for" in line or "stuck: pending for" in line for line in recorder.lines())
+
+
+async def test_a_stuck_job_is_cancelled_and_submitted_once_more(tmp_path: Path, emulator) -> None:
+    write_batch_files(tmp_path / "in", files=1, requests=3)
+    emulator.settings.running_seconds = 2.5
+    settings = engine_settings(
+        tmp_path, emulator.base_url, stuck_after_hours=ONE_SECOND_IN_HOURS, stuck_action="resubmit"
+    )
+
+    code, engine, recorder = await run_engine(settings)
+
+    assert code == EXIT_OK
+    states = sorted(job["state"] for job in emulator.jobs())
+    assert states == ["BATCH_STATE_CANCELLED", "BATCH_STATE_SUCCEEDED"]  # once more, and only once
+    made = assert_one_job_per_attempt(emulator)
+    assert sorted(name[-2:] for name in made) == ["a1", "a2"]
+    (rec,) = engine.records.values()
+    assert rec.attempt == 2 and rec.stuck_resubmits == 1 and rec.stage is Stage.DOWNLOADED
+    assert any("submitting the stuck job once more" in line for line in recorder.lines())
