@@ -1,1 +1,30 @@
-"""A local Gemini Batch Mode API server that the real google-genai SDK can talk to."""
+"""A local Gemini Batch Mode API server that the real google-genai SDK can talk to.
+
+    with Emulator(EmulatorSettings(pending_seconds=0.2)) as emu:
+        client = genai.Client(api_key="any", http_options=types.HttpOptions(
+            base_url=emu.base_url, api_version="v1beta"))
+
+It speaks the wire protocol of /work/shared/gemini-batch-protocol.md: resumable uploads, files, batches from a
+file or inline, result files, a real-time job lifecycle, the batch quotas and faults on demand; it journals
+every call. Choices made where Google's behaviour is unconfirmed:
+
+- batches.list pages: default 50, max 100; files.list pages: default 10, max 100 (bigger sizes are capped).
+  Lists are newest first; page tokens are opaque and stable under inserts and deletes.
+- A call with no API key: 403 PERMISSION_DENIED ("Method doesn't allow unregistered callers ..."); a key other
+  than `settings.api_key` (when set): 400 INVALID_ARGUMENT "API key not valid" with ErrorInfo API_KEY_INVALID.
+  Upload chunk requests need no key (the SDK sends none).
+- Unknown, deleted or expired files: 404 NOT_FOUND on get/delete/download; a create naming one: 400
+  INVALID_ARGUMENT. Downloading an uploaded (not generated) file: 400 INVALID_ARGUMENT.
+- An upload over `max_file_bytes`: 400 INVALID_ARGUMENT. One that would take the live uploaded files over
+  `storage_cap_bytes`: 429 RESOURCE_EXHAUSTED with QuotaFailure quotaId "FileStorageBytesPerProject" and no
+  RetryInfo. Any error on an upload chunk ends the session and carries `X-Goog-Upload-Status: final`.
+- Quota 429s carry Help + QuotaFailure details; only creates-per-minute adds RetryInfo (time until the sliding
+  60 s window frees a slot). A rejected create creates nothing and does not count towards creates/minute.
+- Token estimate of a request line: ceil(len(line bytes without its terminator) / 4) (see quotas.py).
+"""
+
+from .emulator import Emulator
+from .journal import JournalEntry
+from .settings import EmulatorSettings
+
+__all__ = ["Emulator", "EmulatorSettings", "JournalEntry"]

@@ -1,0 +1,122 @@
+"""Made-up model answers: one GenerateContentResponse (or error) per request, keyed like the input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+REQUEST_ERROR = {"code": 3, "message": "Request contains an invalid argument."}
+INVALID_LINE_ERROR = {"code": 3, "message": "Invalid JSON payload received. The line is not a JSON object."}
+
+
+def _pick(obj: dict[str, Any], camel: str, snake: str) -> Any:
+    return obj.get(camel, obj.get(snake))
+
+
+def prompt_text(request: Any) -> str:
+    """The text parts of a GenerateContentRequest's contents, joined (tolerant of odd shapes)."""
+    texts: list[str] = []
+    contents = request.get("contents") if isinstance(request, dict) else None
+    if isinstance(contents, dict):
+        contents = [contents]
+    for content in contents if isinstance(contents, list) else []:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return " ".join(texts)
+
+
+def response_for(request: Any, model_id: str, key: Any, response_id: str) -> dict[str, Any]:
+    """A GenerateContentResponse shaped like the real one (candidates, usageMetadata, modelVersion)."""
+    prompt = prompt_text(request)
+    summary = " ".join(prompt.split())[:160] or "(no text)"
+    text = f"Emulated answer from {model_id}: {summary}"
+    config = _pick(request, "generationConfig", "generation_config") if isinstance(request, dict) else None
+    mime = _pick(config, "responseMimeType", "response_mime_type") if isinstance(config, dict) else None
+    if mime == "application/json":
+        text = json.dumps({"key": key, "answer": text})
+    prompt_tokens = max(1, math.ceil(len(prompt) / 4))
+    answer_tokens = max(1, math.ceil(len(text) / 4))
+    return {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP",
+                        "index": 0}],
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": answer_tokens,
+                          "totalTokenCount": prompt_tokens + answer_tokens,
+                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]},
+        "modelVersion": model_id,
+        "responseId": response_id,
+    }
+
+
+def response_id(job_name: str, index: int) -> str:
+    """A stable 22-character id for one answer."""
+    digest = hashlib.sha256(f"{job_name}:{index}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:22]
+
+
+def result_line(line: bytes, index: int, job_name: str, model_id: str, error: bool) -> dict[str, Any]:
+    """The output line for one input line: `{"key", "response"}` or `{"key", "error"}`."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        obj = None
+    if not isinstance(obj, dict):
+        return {"error": INVALID_LINE_ERROR}
+    out: dict[str, Any] = {}
+    if "key" in obj:
+        out["key"] = obj["key"]
+    request = obj.get("request", obj if "key" not in obj else None)
+    if error:
+        out["error"] = REQUEST_ERROR
+    else:
+        out["response"] = response_for(request, model_id, obj.get("key"), response_id(job_name, index))
+    return out
+
+
+def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
+                       error_lines: list[int]) -> tuple[int, int, int, str]:
+    """Write one result line per request line of `source`; returns (succeeded, failed, size, sha256 hex)."""
+    errors = set(error_lines)
+    succeeded = failed = size = 0
+    digest = hashlib.sha256()
+    index = 0
+    with source.open("rb") as inp, target.open("wb") as out:
+        for raw in inp:
+            if not raw.strip():
+                continue
+            line = result_line(raw, index, job_name, model_id, index in errors)
+            if "error" in line:
+                failed += 1
+            else:
+                succeeded += 1
+            data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
+            out.write(data)
+            digest.update(data)
+            size += len(data)
+            index += 1
+    return succeeded, failed, size, digest.hexdigest()
+
+
+def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str,
+                   error_lines: list[int]) -> tuple[list[dict[str, Any]], int, int]:
+    """The inlinedResponses items (metadata echoed); returns (items, succeeded, failed)."""
+    errors = set(error_lines)
+    items: list[dict[str, Any]] = []
+    for index, item in enumerate(requests):
+        entry: dict[str, Any] = {}
+        if index in errors:
+            entry["error"] = REQUEST_ERROR
+        else:
+            metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+            entry["response"] = response_for(item.get("request"), model_id, metadata.get("key"),
+                                             response_id(job_name, index))
+        if "metadata" in item:
+            entry["metadata"] = item["metadata"]
+        items.append(entry)
+    failed = len([i for i in errors if i < len(requests)])
+    return items, len(requests) - failed, failed

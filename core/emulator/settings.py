@@ -1,0 +1,173 @@
+"""Every knob of the emulator in one dataclass, readable from a TOML scenario file.
+
+Settings may be changed while the emulator runs (tests flip quotas and faults mid-run): the server reads
+`emulator.settings` on every call. A job's timing is fixed when it is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = frozenset({
+    "upload.start", "upload.chunk",
+    "files.get", "files.list", "files.delete", "files.download",
+    "batches.create", "batches.get", "batches.list", "batches.cancel", "batches.delete",
+})
+LOST_ANSWER_MODES = ("close", "delay")
+_GIB = 1024**3
+
+
+def _knob(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EmulatorSettings:
+    """The emulator's behaviour: address, lifecycle timing, limits, quotas and faults (0/None = off)."""
+
+    host: str = _knob("127.0.0.1", "address to bind")
+    port: int = _knob(0, "port to bind; 0 picks a free port")
+    api_key: str | None = _knob(None, "the only API key accepted; unset accepts any non-empty key")
+    seed: int = _knob(0, "seed of every random choice (faults, per-request errors): same seed, same run")
+
+    file_ttl_seconds: float = _knob(172800.0, "seconds an uploaded or result file lives (Google: 48 h)")
+    max_file_bytes: int = _knob(2 * _GIB, "largest file an upload may declare or send (Google: 2 GB)")
+    storage_cap_bytes: int = _knob(20 * _GIB, "total bytes of live uploaded files (Google: 20 GB/project)")
+
+    pending_seconds: float = _knob(0.5, "seconds a new job stays PENDING")
+    running_seconds: float = _knob(1.0, "fixed part of the seconds a job stays RUNNING")
+    running_seconds_per_request: float = _knob(0.005, "extra RUNNING seconds per request of the job")
+    job_ttl_seconds: float = _knob(172800.0, "a job still unfinished this many seconds after create EXPIRES")
+    request_error_rate: float = _knob(0.0, "share of result lines that are errors instead of responses")
+    job_fail_rate: float = _knob(0.0, "share of jobs that end FAILED instead of SUCCEEDED")
+    result_file_delay_seconds: float = _knob(
+        0.0, "seconds after SUCCEEDED before the result file can be read (404 until then)")
+
+    max_concurrent_jobs: int | None = _knob(100, "unfinished jobs per project (Google: 100); 0 = no limit")
+    enqueued_token_limit: int | None = _knob(
+        None, "tokens of PENDING+RUNNING jobs per model (estimate: ceil(line bytes / 4)); 0 = no limit")
+    creates_per_minute: int | None = _knob(None, "accepted creates in any sliding 60 s; 0 = no limit")
+
+    server_error_rate: float = _knob(0.0, "share of calls answered 500/503 instead (nothing takes effect)")
+    server_error_kinds: set[str] | None = field(default=None, metadata={
+        "help": "limit server errors to these call kinds (comma-separated, e.g. batches.create,files.get)"})
+    slow_seconds: float = _knob(0.0, "delay before every answer, in seconds")
+    lost_create_rate: float = _knob(0.0, "share of accepted creates whose answer is lost (the job exists)")
+    lost_create_mode: str = _knob("close", "how a create answer is lost: close (drop the connection) or delay")
+    lost_create_delay_seconds: float = _knob(30.0, "delay of a lost create answer in delay mode")
+    lost_answer_rate: float = _knob(0.0, "share of other successful calls whose answer is lost")
+    lost_answer_kinds: set[str] | None = field(default=None, metadata={
+        "help": "limit lost answers to these call kinds (comma-separated)"})
+    lost_answer_mode: str = _knob("close", "how other answers are lost: close or delay")
+    lost_answer_delay_seconds: float = _knob(30.0, "delay of a lost answer in delay mode")
+    long_file_id_bug: bool = _knob(
+        False, "reproduce Google's 400 on files.get/delete of 42-char files/batch-... ids")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, source: str = "settings") -> None:
+        """Raise ValueError naming the first bad value."""
+        for name in ("request_error_rate", "job_fail_rate", "server_error_rate", "lost_create_rate",
+                     "lost_answer_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{source}: {name} must be between 0 and 1, got {value!r}")
+        for name in ("lost_create_mode", "lost_answer_mode"):
+            if getattr(self, name) not in LOST_ANSWER_MODES:
+                raise ValueError(f"{source}: {name} must be one of {LOST_ANSWER_MODES}, got {getattr(self, name)!r}")
+        for name in ("server_error_kinds", "lost_answer_kinds"):
+            unknown = sorted(set(getattr(self, name) or ()) - KINDS)
+            if unknown:
+                raise ValueError(f"{source}: {name} has unknown kinds {unknown}; known: {sorted(KINDS)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"{source}: port must be 0..65535, got {self.port}")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> EmulatorSettings:
+        """Settings from a scenario file whose keys are field names; an unknown key is an error."""
+        path = Path(path)
+        with path.open("rb") as fh:
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"{path}: unknown emulator setting {key!r}; known: {', '.join(sorted(known))}")
+            values[key] = coerce(key, value, source=str(path))
+        settings = cls()
+        for key, value in values.items():
+            setattr(settings, key, value)
+        settings.validate(str(path))
+        return settings
+
+
+def field_types() -> dict[str, Any]:
+    """The resolved type of every settings field."""
+    return typing.get_type_hints(EmulatorSettings)
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if isinstance(annotation, types.UnionType):
+        args = [a for a in annotation.__args__ if a is not type(None)]
+        return args[0], len(args) != len(annotation.__args__)
+    return annotation, False
+
+
+def coerce(name: str, value: Any, source: str) -> Any:
+    """A TOML value checked (and converted where lossless) against the type of field `name`."""
+    base, optional = _base_type(field_types()[name])
+    if value is None and optional:
+        return None
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base is str:
+        ok = isinstance(value, str)
+    else:  # set[str]
+        ok = isinstance(value, list | set | tuple) and all(isinstance(v, str) for v in value)
+        value = set(value) if ok else value
+    if not ok:
+        raise ValueError(f"{source}: setting {name!r} must be {_type_name(base)}, got {value!r}")
+    return value
+
+
+def parse_text(name: str, text: str) -> Any:
+    """A command-line value for field `name` ("none"/"off" unsets an optional one)."""
+    base, optional = _base_type(field_types()[name])
+    if optional and text.strip().lower() in ("none", "off", ""):
+        return None
+    try:
+        if base is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no", "on"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes", "on")
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is str:
+            return text
+        return {part.strip() for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')}: expected {_type_name(base)}, got {text!r}") from None
+
+
+def _type_name(base: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        base, "a list of strings")
