@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from gembatch.core.engine import EXIT_OK
 from gembatch.core.events import CoolDownEnded, CoolDownStarted
 
@@ -95,3 +96,23 @@ async def test_server_errors_on_every_call_kind_still_finish_without_duplicates(
     assert faults
     assert len(emulator.jobs()) == 8
     assert_one_job_per_attempt(emulator)
+
+
+@pytest.mark.slow
+async def test_creates_per_minute_wait_out_the_retry_delay(tmp_path: Path, emulator) -> None:
+    """The real window is a minute, so this takes one: it runs in the slow pass (`-m slow`)."""
+    write_batch_files(tmp_path / "in", files=5, requests=3)
+    emulator.settings.creates_per_minute = 3
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    code, engine, recorder = await run_engine(settings, timeout=150)
+
+    assert code == EXIT_OK
+    assert len(assert_one_job_per_attempt(emulator)) == 5
+    refused = rate_limited_creates(emulator)
+    print(f"creates/min 3, 5 files: {refused} 429s")
+    assert refused == 1  # the RetryInfo delay is honoured and the rate is learned: no second 429
+    started = [e for e in recorder.events if isinstance(e, CoolDownStarted)]
+    assert started[0].quota == "creates-per-minute"
+    assert started[0].until - started[0].at > 30  # the server's retryDelay, not our default cool-down
+    assert engine.admission.figures(engine.clock()).creates_per_minute == 3
