@@ -29,7 +29,10 @@ exit codes:
   3    the run finished, but some job ended FAILED, CANCELLED or EXPIRED, or an input file was rejected
   2    usage or configuration error (nothing was submitted)
   130  interrupted by SIGINT (Ctrl-C), after the checkpoint was saved
-  143  terminated by SIGTERM, after the checkpoint was saved"""
+  143  terminated by SIGTERM, after the checkpoint was saved
+
+subcommands (each has its own --help):
+  split, merge, retry-failures, cost, cleanup, status: e.g. `gembatch-tui status --help`"""
 
 # Flag destination -> dotted settings key; each is checked exactly as the same key in the config file.
 _OVERRIDES: dict[str, str] = {
@@ -44,6 +47,7 @@ _OVERRIDES: dict[str, str] = {
     "token_budget": "admission.token_budget",
     "creates_per_minute": "admission.creates_per_minute",
     "upload_concurrency": "transfer.upload_concurrency",
+    "cost_limit_usd": "cost_limit_usd",
 }
 
 
@@ -132,6 +136,13 @@ def _add_quota_flags(parser: argparse.ArgumentParser) -> None:
         help="most job creates per minute (default, or 0: no limit of ours)",
     )
     group.add_argument("--upload-concurrency", metavar="N", type=int, help="uploads at the same time (default: 4)")
+    group.add_argument(
+        "--cost-limit-usd",
+        metavar="USD",
+        type=float,
+        help="do not start when the estimated cost at batch prices is over this many US dollars "
+        "(see `gembatch-tui cost --help`; default, or 0: no limit)",
+    )
 
 
 def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +164,13 @@ def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="watch a run through its checkpoint without submitting or changing anything",
     )
+    group.add_argument(
+        "--rebuild-from-server",
+        action="store_true",
+        help="the checkpoint is damaged or lost: keep its files (renamed with a timestamp), make a new one "
+        "from the server's batch and file lists matched to the input files by display name, then run "
+        "(with --headless; nothing already on the server is submitted again)",
+    )
 
 
 def resolve_settings(argv: Sequence[str] | None) -> Settings:
@@ -168,6 +186,7 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     settings.demo = args.demo
     settings.no_mouse = args.no_mouse
     settings.read_only = args.read_only
+    settings.rebuild_from_server = args.rebuild_from_server
     _check(settings, args)
     return settings
 
@@ -202,6 +221,11 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
         raise ConfigError(
             f"{_origin(settings, args, 'checkpoint')}: the checkpoint file must end in .json or .toml, "
             f"got {str(settings.checkpoint)!r}"
+        )
+    if settings.rebuild_from_server and (settings.demo or settings.read_only or not settings.headless):
+        raise ConfigError(
+            "--rebuild-from-server runs with --headless (not with --demo or --read-only): it prints what it "
+            "rebuilt, then runs; start the UI afterwards to watch or go on"
         )
     if settings.demo:
         return  # the demo makes its own folders

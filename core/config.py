@@ -53,6 +53,14 @@ class RecoverySettings:
     stuck_action: str = "wait"  # "wait" (flag only) or "resubmit" (cancel it and submit once more)
 
 
+@dataclass(frozen=True)
+class ModelPrice:
+    """Interactive (standard) USD price per 1M tokens of one model; batch jobs cost half of it."""
+
+    input_per_million: float
+    output_per_million: float
+
+
 @dataclass
 class Settings:
     """Everything a run needs to know, except the API key (the SDK reads it from the environment)."""
@@ -65,10 +73,14 @@ class Settings:
     poll_interval: float = 30.0
     max_attempts: int = 3
     tokens_per_byte: float = 0.25  # token estimate of a request: ceil(bytes * this)
+    cost_limit_usd: float | None = None  # refuse to start a run whose estimated batch cost is higher
+    output_tokens_per_request: int = 1000  # assumed by cost estimates (thinking tokens count as output)
+    prices: dict[str, ModelPrice] = field(default_factory=dict)  # [prices] overrides of the built-in table
     headless: bool = False
     demo: bool = False
     no_mouse: bool = False
     read_only: bool = False
+    rebuild_from_server: bool = False  # flag only: make a new checkpoint from the server's lists
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     transfer: TransferSettings = field(default_factory=TransferSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
@@ -124,6 +136,8 @@ _TOP_KEYS: dict[str, _Key] = {
     "poll_interval": _positive("poll_interval"),
     "max_attempts": _at_least_one("max_attempts"),
     "tokens_per_byte": _positive("tokens_per_byte"),
+    "cost_limit_usd": _not_negative("cost_limit_usd", float, zero_is_none=True),
+    "output_tokens_per_request": _not_negative("output_tokens_per_request", int),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {
@@ -150,8 +164,10 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
     },
 }
 
+PRICES_TABLE = "prices"  # model name -> ModelPrice; free-form keys, so not in _TABLE_KEYS
+
 # Per-run switches: the file refuses them with a pointer to the flag rather than a bare "unknown key".
-_FLAG_ONLY = {"headless", "demo", "no_mouse", "read_only", "config"}
+_FLAG_ONLY = {"headless", "demo", "no_mouse", "read_only", "config", "rebuild_from_server"}
 
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "credential")
 
@@ -312,7 +328,9 @@ class _Loader:
 
     def apply(self, data: dict[str, Any], settings: Settings) -> None:
         for name, value in data.items():
-            if name in _TABLE_KEYS:
+            if name == PRICES_TABLE:
+                self._set_prices(settings, value)
+            elif name in _TABLE_KEYS:
                 if not isinstance(value, dict):
                     self._fail("", name, f"expected a table, got {_describe(value)}")
                 for sub_name, sub_value in value.items():
@@ -331,6 +349,31 @@ class _Loader:
         except ValueError as exc:
             self._fail(table, name, str(exc))
         assign_setting(settings, key, converted)
+
+    def _set_prices(self, settings: Settings, value: object) -> None:
+        """`[prices."MODEL"]` tables of `input` and `output` USD per 1M tokens (interactive prices)."""
+        if not isinstance(value, dict):
+            self._fail("", PRICES_TABLE, f"expected a table, got {_describe(value)}")
+        for model, entry in value.items():
+            if not isinstance(entry, dict):
+                self._fail(PRICES_TABLE, model,
+                           f"expected a table {{ input = USD, output = USD }}, got {_describe(entry)}")
+            unknown = sorted(set(entry) - {"input", "output"})
+            if unknown:
+                self._fail(PRICES_TABLE, model, f"unknown key {unknown[0]!r}; a price has 'input' and 'output' "
+                                                "(USD per 1M tokens at the interactive price)")
+            numbers: dict[str, float] = {}
+            for part in ("input", "output"):
+                number = entry.get(part)
+                if number is None:
+                    self._fail(PRICES_TABLE, model, f"missing {part!r} (USD per 1M {part} tokens)")
+                if isinstance(number, bool) or not isinstance(number, int | float):
+                    self._fail(PRICES_TABLE, model, f"{part}: expected a number, got {_describe(number)}")
+                problem = range_problem(float(number), 0)
+                if problem:
+                    self._fail(PRICES_TABLE, model, f"{part}: {problem}")
+                numbers[part] = float(number)
+            settings.prices[model.removeprefix("models/")] = ModelPrice(numbers["input"], numbers["output"])
 
     def _check_cool_down(self, settings: Settings) -> None:
         adm = settings.admission
@@ -358,6 +401,9 @@ class _Loader:
     def _fail(self, table: str, name: str, reason: str) -> NoReturn:
         key = f"{table}.{name}" if table and name else table or name
         line = _key_line(self.lines, table, name or table)
+        if line is None and table == PRICES_TABLE:  # a [prices."MODEL"] header
+            line = next((n for n, text in enumerate(self.lines, 1)
+                         if _HEADER.match(text) and PRICES_TABLE in text and name in text), None)
         where = f"{self.path}:{line}" if line else str(self.path)
         raise ConfigError(f"{where}: {key}: {reason}")
 
@@ -402,6 +448,7 @@ def _key_line(lines: list[str], table: str, name: str) -> int | None:
 __all__ = [
     "AdmissionSettings",
     "ConfigError",
+    "ModelPrice",
     "RecoverySettings",
     "Settings",
     "TransferSettings",

@@ -26,6 +26,13 @@ def _run(settings: Settings, api_key: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    from gembatch.core.workflow.cli import is_subcommand
+
+    words = sys.argv[1:] if argv is None else argv
+    if is_subcommand(words):  # `gembatch-tui split|merge|retry-failures|cost|cleanup|status ...`
+        from gembatch.core.workflow.cli import main as workflow_main
+
+        return workflow_main(words)
     try:
         settings = resolve_settings(argv)
     except ConfigError as exc:

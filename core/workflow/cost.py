@@ -1,0 +1,380 @@
+"""`gembatch-tui cost`: requests, tokens and cost at batch prices, estimated before a run and counted after it.
+
+`check_cost_limit(settings, batches)` is the check a run makes before it starts (settings.cost_limit_usd,
+TOML key `cost_limit_usd`, flag `--cost-limit-usd`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..config import ModelPrice, Settings
+from ..input_scan import Rejection, ScannedFile, list_input_files, scan_file
+from .common import (
+    EXIT_OK,
+    EXIT_OVER_LIMIT,
+    WorkflowError,
+    add_config_flag,
+    existing_dir,
+    load_config,
+    non_negative_float,
+    parser_for,
+    print_json,
+    usd,
+)
+from .prices import BATCH_FACTOR, DEFAULT_PRICES, PRICE_NOTE, PRICES_AS_OF, describe_table, find_price, price_table
+from .resultset import result_files
+
+
+class SizedBatch(Protocol):
+    """What an estimate needs of a batch: a core.input_scan.ScannedFile or a core.model.BatchRecord."""
+
+    @property
+    def request_count(self) -> int: ...
+
+    @property
+    def est_tokens(self) -> int: ...
+
+
+def _batch_usd(tokens: int, per_million: float) -> float:
+    return tokens / 1_000_000 * per_million * BATCH_FACTOR
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The estimated cost of some batches at batch prices (None when the model has no known price)."""
+
+    model: str
+    priced_as: str | None
+    price: ModelPrice | None
+    files: int
+    requests: int
+    input_tokens: int
+    output_tokens_per_request: int
+
+    @property
+    def output_tokens(self) -> int:
+        return self.requests * self.output_tokens_per_request
+
+    @property
+    def input_usd(self) -> float | None:
+        return None if self.price is None else _batch_usd(self.input_tokens, self.price.input_per_million)
+
+    @property
+    def output_usd(self) -> float | None:
+        return None if self.price is None else _batch_usd(self.output_tokens, self.price.output_per_million)
+
+    @property
+    def total_usd(self) -> float | None:
+        if self.input_usd is None or self.output_usd is None:
+            return None
+        return self.input_usd + self.output_usd
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "priced_as": self.priced_as,
+            "price_per_million": None if self.price is None else {
+                "input": self.price.input_per_million, "output": self.price.output_per_million,
+                "batch_factor": BATCH_FACTOR},
+            "files": self.files, "requests": self.requests, "input_tokens": self.input_tokens,
+            "output_tokens_per_request": self.output_tokens_per_request, "output_tokens": self.output_tokens,
+            "input_usd": self.input_usd, "output_usd": self.output_usd, "total_usd": self.total_usd,
+        }
+
+
+def estimate_cost(batches: Iterable[SizedBatch], settings: Settings, model: str | None = None) -> CostEstimate:
+    """The estimate for `batches` with the settings' model (or `model`), prices and output assumption."""
+    model = model or settings.model
+    found = find_price(model, price_table(settings))
+    files = requests = tokens = 0
+    for batch in batches:
+        files += 1
+        requests += batch.request_count
+        tokens += batch.est_tokens
+    return CostEstimate(model, found[0] if found else None, found[1] if found else None, files, requests, tokens,
+                        settings.output_tokens_per_request)
+
+
+def check_cost_limit(settings: Settings, scanned_files: Iterable[SizedBatch]) -> str | None:
+    """Why a run must not start because of its cost limit, or None when it may (or no limit is set).
+
+    `scanned_files` are the batches the run would submit: ScannedFile objects, or BatchRecords (anything with
+    `request_count` and `est_tokens`). With a limit set and no price known for the model, the run is refused
+    too: a limit that cannot be checked must not be passed silently.
+    """
+    limit = settings.cost_limit_usd
+    if limit is None:
+        return None
+    estimate = estimate_cost(scanned_files, settings)
+    if estimate.total_usd is None:
+        return (f"a cost limit of {usd(limit)} is set (cost_limit_usd / --cost-limit-usd) but no price is known "
+                f"for model {estimate.model}: add [prices.\"{estimate.model}\"] with input and output (USD per 1M "
+                "tokens) to the config file; nothing was submitted")
+    if estimate.total_usd <= limit:
+        return None
+    return (f"estimated cost {usd(estimate.total_usd)} at batch prices for {estimate.requests} requests "
+            f"(~{estimate.input_tokens:,} input tokens, {estimate.output_tokens_per_request} output tokens assumed per "
+            f"request, model {estimate.model}) is over the cost limit of {usd(limit)} (cost_limit_usd / "
+            "--cost-limit-usd); nothing was submitted. See `gembatch-tui cost --input DIR`.")
+
+
+# --- after a run: the token counts the results report --------------------------------------------
+
+
+@dataclass
+class Usage:
+    """Token counts summed over result lines (usageMetadata), for one model."""
+
+    answered: int = 0
+    failed: int = 0
+    without_usage: int = 0
+    prompt: int = 0
+    tool_prompt: int = 0
+    cached: int = 0
+    candidates: int = 0
+    thoughts: int = 0
+    total: int = 0
+
+    def add(self, meta: dict[str, Any]) -> None:
+        def number(name: str) -> int:
+            value = meta.get(name, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        self.prompt += number("promptTokenCount")
+        self.tool_prompt += number("toolUsePromptTokenCount")
+        self.cached += number("cachedContentTokenCount")
+        self.candidates += number("candidatesTokenCount")
+        self.thoughts += number("thoughtsTokenCount")
+        self.total += number("totalTokenCount")
+
+    @property
+    def input_tokens(self) -> int:
+        return self.prompt + self.tool_prompt
+
+    @property
+    def output_tokens(self) -> int:
+        return self.candidates + self.thoughts  # thinking tokens are billed as output
+
+
+@dataclass
+class ActualCost:
+    """Usage by model (the response's modelVersion when a price is known for it, else the given model)."""
+
+    files: int = 0
+    by_model: dict[str, Usage] = field(default_factory=dict)
+    prices: dict[str, ModelPrice | None] = field(default_factory=dict)
+
+    def usd(self, model: str) -> tuple[float, float] | None:
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        usage = self.by_model[model]
+        return (_batch_usd(usage.input_tokens, price.input_per_million),
+                _batch_usd(usage.output_tokens, price.output_per_million))
+
+    @property
+    def total_usd(self) -> float | None:
+        total = 0.0
+        for model in self.by_model:
+            parts = self.usd(model)
+            if parts is None:
+                return None
+            total += sum(parts)
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        models = {}
+        for model, usage in self.by_model.items():
+            parts = self.usd(model)
+            models[model] = {
+                "answered": usage.answered, "failed": usage.failed, "without_usage": usage.without_usage,
+                "prompt_tokens": usage.prompt, "tool_use_prompt_tokens": usage.tool_prompt,
+                "cached_tokens": usage.cached, "candidates_tokens": usage.candidates,
+                "thoughts_tokens": usage.thoughts, "total_tokens": usage.total,
+                "input_usd": parts[0] if parts else None, "output_usd": parts[1] if parts else None,
+            }
+        return {"result_files": self.files, "models": models, "total_usd": self.total_usd}
+
+
+def actual_cost(folders: list[Path], settings: Settings, model: str | None = None) -> ActualCost:
+    """Sum the usageMetadata of every `*.results.jsonl` in the folders."""
+    table = price_table(settings)
+    fallback = model or settings.model
+    report = ActualCost()
+    for folder in folders:
+        for path in result_files(folder):
+            report.files += 1
+            with path.open("rb") as handle:
+                for raw in handle:
+                    if raw.strip():
+                        _count_line(raw, report, table, fallback)
+    return report
+
+
+def _count_line(raw: bytes, report: ActualCost, table: dict[str, ModelPrice], fallback: str) -> None:
+    try:
+        item = json.loads(raw)
+    except ValueError:
+        return
+    if not isinstance(item, dict):
+        return
+    response = item.get("response")
+    version = response.get("modelVersion") if isinstance(response, dict) else None
+    found = find_price(version, table) if isinstance(version, str) and version else None
+    name = version if found and isinstance(version, str) else fallback
+    usage = report.by_model.get(name)
+    if usage is None:
+        usage = report.by_model[name] = Usage()
+        priced = found or find_price(name, table)
+        report.prices[name] = priced[1] if priced else None
+    if "error" in item:
+        usage.failed += 1
+        return
+    usage.answered += 1
+    meta = response.get("usageMetadata") if isinstance(response, dict) else None
+    if isinstance(meta, dict):
+        usage.add(meta)
+    else:
+        usage.without_usage += 1
+
+
+# --- the subcommand -------------------------------------------------------------------------------
+
+DESCRIPTION = f"""\
+Before a run (--input DIR): the requests, the estimated input tokens (the engine's estimate: bytes of each
+request line x tokens_per_byte, default 0.25) and the estimated cost at batch prices (50% of the
+interactive price), assuming a number of output tokens per request (output_tokens_per_request in the
+config, default 1000, or --output-tokens-per-request; thinking tokens count as output). With --limit-usd
+it exits with code 4 when the estimate is over the limit, so a script can stop before it pays.
+
+After a run (--output DIR, may be repeated, e.g. with a retry run's output folder): the token counts the
+result lines report (usageMetadata) and their cost at batch prices, per model.
+
+Prices: built-in defaults as of {PRICES_AS_OF} (below), overridden by a [prices] table in the config file:
+  [prices."gemini-2.5-flash"]
+  input = 0.30     # interactive USD per 1M input tokens
+  output = 2.50    # interactive USD per 1M output tokens
+Prices change; these are estimates, not a bill. Cached and long-context (over 200k) prompts, audio and
+image tokens are priced as plain text here.
+
+A run can refuse to start over a limit too: cost_limit_usd in the config or --cost-limit-usd on the main
+command."""
+
+EPILOG = f"""\
+{describe_table(DEFAULT_PRICES)}
+
+example:
+  gembatch-tui cost --input batches --model gemini-2.5-flash --limit-usd 50
+  gembatch-tui cost --output results --output results/retry/results
+
+exit codes:
+  0  done (and the estimate is within --limit-usd, when given)
+  4  the estimate is over --limit-usd
+  2  bad usage, or no price known for the model"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = parser_for("cost", DESCRIPTION, EPILOG)
+    parser.add_argument("--input", metavar="DIR", type=Path, help="estimate the cost of this input folder")
+    parser.add_argument("--output", metavar="DIR", type=Path, action="append", default=[],
+                        help="count the tokens the results in this folder report (may be repeated)")
+    parser.add_argument("--model", metavar="NAME", help="model to price (default: the config's model)")
+    parser.add_argument("--limit-usd", metavar="X", type=non_negative_float,
+                        help="exit with code 4 when the estimate is over X US dollars (needs --input)")
+    parser.add_argument("--output-tokens-per-request", metavar="N", type=int,
+                        help="output tokens assumed per request (default: the config's, else 1000)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_config_flag(parser)
+    return parser
+
+
+def _scan(input_dir: Path, settings: Settings) -> tuple[list[ScannedFile], list[Rejection]]:
+    scanned: list[ScannedFile] = []
+    rejected: list[Rejection] = []
+    for path in list_input_files(input_dir):
+        result = scan_file(path, settings.tokens_per_byte)
+        (rejected if isinstance(result, Rejection) else scanned).append(result)  # type: ignore[arg-type]
+    return scanned, rejected
+
+
+def _print_estimate(estimate: CostEstimate, rejected: list[Rejection], input_dir: Path) -> None:
+    print(f"before the run: {estimate.files} input file(s) in {input_dir}, {estimate.requests:,} requests")
+    for rejection in rejected:
+        print(f"  not counted (the run would reject it): {rejection}")
+    print(f"  input tokens (estimated): {estimate.input_tokens:,}")
+    print(f"  output tokens (assumed {estimate.output_tokens_per_request:,} per request): {estimate.output_tokens:,}")
+    if estimate.price is None:
+        print(f"  no price known for model {estimate.model}")
+        return
+    alias = f" (priced as {estimate.priced_as})" if estimate.priced_as != estimate.model else ""
+    print(f"  model {estimate.model}{alias}: {estimate.price.input_per_million:g} input, "
+          f"{estimate.price.output_per_million:g} output USD per 1M tokens interactive; batch pays 50%")
+    assert estimate.input_usd is not None and estimate.output_usd is not None and estimate.total_usd is not None
+    print(f"  estimated cost at batch prices: {usd(estimate.input_usd)} input + {usd(estimate.output_usd)} "
+          f"output = {usd(estimate.total_usd)}")
+
+
+def _print_actual(actual: ActualCost, folders: list[Path]) -> None:
+    print(f"after the run: {actual.files} result file(s) in {', '.join(str(f) for f in folders)}")
+    for model, usage in actual.by_model.items():
+        print(f"  {model}: {usage.answered:,} answered, {usage.failed:,} failed")
+        print(f"    input tokens {usage.input_tokens:,} (prompt {usage.prompt:,}, cached {usage.cached:,}); "
+              f"output tokens {usage.output_tokens:,} (answers {usage.candidates:,}, thinking {usage.thoughts:,})")
+        if usage.without_usage:
+            print(f"    {usage.without_usage:,} answer(s) carry no usageMetadata")
+        parts = actual.usd(model)
+        if parts is None:
+            print(f"    no price known for {model}")
+        else:
+            print(f"    cost at batch prices: {usd(parts[0])} input + {usd(parts[1])} output = {usd(sum(parts))}")
+    total = actual.total_usd
+    if total is not None and len(actual.by_model) > 1:
+        print(f"  total: {usd(total)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    if args.input is None and not args.output:
+        raise WorkflowError("give --input DIR (an estimate before a run), --output DIR (the counts after it), or both")
+    if args.limit_usd is not None and args.input is None:
+        raise WorkflowError("--limit-usd applies to the estimate of an input folder: give --input DIR")
+    if args.output_tokens_per_request is not None:
+        if args.output_tokens_per_request < 0:
+            raise WorkflowError(f"--output-tokens-per-request: must be 0 or more, got {args.output_tokens_per_request}")
+        settings.output_tokens_per_request = args.output_tokens_per_request
+    estimate = rejected = None
+    if args.input is not None:
+        existing_dir(args.input, "--input")
+        scanned, rejected = _scan(args.input, settings)
+        estimate = estimate_cost(scanned, settings, args.model)
+        if estimate.price is None:
+            raise WorkflowError(f"no price known for model {estimate.model}: add [prices.\"{estimate.model}\"] with "
+                                "input and output (interactive USD per 1M tokens) to the config file")
+    for folder in args.output:
+        existing_dir(folder, "--output")
+    actual = actual_cost(args.output, settings, args.model) if args.output else None
+    over = (estimate is not None and args.limit_usd is not None and estimate.total_usd is not None
+            and estimate.total_usd > args.limit_usd)
+    if args.json:
+        print_json({
+            "estimate": estimate.to_json() if estimate else None,
+            "rejected": [str(r) for r in rejected or []],
+            "actual": actual.to_json() if actual else None,
+            "limit_usd": args.limit_usd, "over_limit": over,
+            "prices_as_of": PRICES_AS_OF, "note": PRICE_NOTE,
+        })
+    else:
+        if estimate is not None:
+            _print_estimate(estimate, rejected or [], args.input)
+        if actual is not None:
+            _print_actual(actual, args.output)
+        print(f"note: {PRICE_NOTE}")
+        if args.limit_usd is not None and estimate is not None and estimate.total_usd is not None:
+            verdict = "OVER the limit (exit code 4)" if over else "within the limit"
+            print(f"limit {usd(args.limit_usd)}: the estimate {usd(estimate.total_usd)} is {verdict}")
+    return EXIT_OVER_LIMIT if over else EXIT_OK

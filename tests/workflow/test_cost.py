@@ -1,0 +1,171 @@
+"""`gembatch-tui cost` and check_cost_limit: estimates at batch prices, the limit, the counts after a run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from gembatch.core.cli_args import resolve_settings
+from gembatch.core.config import ConfigError, ModelPrice, Settings, load_settings
+from gembatch.core.input_scan import ScannedFile, list_input_files, scan_file
+from gembatch.core.model import BatchRecord
+from gembatch.core.workflow import check_cost_limit
+from gembatch.core.workflow.cost import estimate_cost
+from gembatch.core.workflow.prices import DEFAULT_PRICES, PRICES_AS_OF, find_price
+
+from .helpers import answer, error, request_line, run_cli, run_json, write_lines
+
+
+def _inputs(tmp_path: Path) -> tuple[Path, int]:
+    lines = [request_line(f"k{i}", "w" * 400) for i in range(100)]
+    write_lines(tmp_path / "in" / "a.jsonl", lines[:60])
+    write_lines(tmp_path / "in" / "b.jsonl", lines[60:])
+    return tmp_path / "in", sum(math.ceil(len(line.encode()) * 0.25) for line in lines)
+
+
+def test_estimate_at_batch_prices(tmp_path: Path, capsys) -> None:
+    input_dir, tokens = _inputs(tmp_path)
+    code, report = run_json(capsys, "cost", "--input", input_dir, "--model", "gemini-2.5-flash",
+                            "--output-tokens-per-request", "200")
+    assert code == 0
+    est = report["estimate"]
+    assert est["requests"] == 100 and est["files"] == 2 and est["input_tokens"] == tokens
+    assert est["output_tokens"] == 100 * 200
+    assert est["input_usd"] == pytest.approx(tokens / 1e6 * 0.30 * 0.5)
+    assert est["output_usd"] == pytest.approx(20_000 / 1e6 * 2.50 * 0.5)
+    assert report["prices_as_of"] == PRICES_AS_OF and "prices change" in report["note"]
+
+    code, out, _ = run_cli(capsys, "cost", "--input", input_dir)
+    assert code == 0
+    assert "100 requests" in out and f"input tokens (estimated): {tokens:,}" in out
+    assert "assumed 1,000 per request" in out and "batch pays 50%" in out
+    assert f"as of {PRICES_AS_OF}" in out and "prices change" in out
+
+
+def test_limit_usd_exits_4_when_over(tmp_path: Path, capsys) -> None:
+    input_dir, _ = _inputs(tmp_path)
+    # 100 requests x 1000 output tokens x 10 USD/1M x 50% = 0.50 USD of output alone on 2.5 Pro
+    code, out, _ = run_cli(capsys, "cost", "--input", input_dir, "--model", "gemini-2.5-pro", "--limit-usd", "0.1")
+    assert code == 4 and "OVER the limit (exit code 4)" in out
+    code, out, _ = run_cli(capsys, "cost", "--input", input_dir, "--model", "gemini-2.5-pro", "--limit-usd", "5")
+    assert code == 0 and "within the limit" in out
+    code, report = run_json(capsys, "cost", "--input", input_dir, "--model", "gemini-2.5-pro", "--limit-usd", "0.1")
+    assert code == 4 and report["over_limit"] is True
+
+
+def test_prices_from_the_config_and_unknown_models(tmp_path: Path, capsys) -> None:
+    input_dir, tokens = _inputs(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text('output_tokens_per_request = 0\n[prices."my-tuned-model"]\ninput = 2\noutput = 4\n'
+                      '[prices."gemini-2.5-flash"]\ninput = 1.0\noutput = 1.0\n')
+    code, report = run_json(capsys, "cost", "--input", input_dir, "--config", config, "--model", "my-tuned-model")
+    assert code == 0
+    assert report["estimate"]["total_usd"] == pytest.approx(tokens / 1e6 * 2 * 0.5)
+    code, report = run_json(capsys, "cost", "--input", input_dir, "--config", config)
+    assert report["estimate"]["price_per_million"]["input"] == 1.0  # the config overrides the built-in price
+    code, _, err = run_cli(capsys, "cost", "--input", input_dir, "--model", "no-such-model")
+    assert code == 2 and 'add [prices."no-such-model"]' in err
+
+
+def test_model_names_find_their_price() -> None:
+    flash = DEFAULT_PRICES["gemini-2.5-flash"]
+    assert find_price("models/gemini-2.5-flash", DEFAULT_PRICES) == ("gemini-2.5-flash", flash)
+    assert find_price("gemini-2.5-flash-lite-001", DEFAULT_PRICES)[0] == "gemini-2.5-flash-lite"
+    assert find_price("gemini-2.5-flash-001", DEFAULT_PRICES)[0] == "gemini-2.5-flash"
+    assert find_price("gemini-2.5-flashy", DEFAULT_PRICES) is None
+    for name in ("gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-2.5-pro", "gemini-2.5-flash",
+                 "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite", "gemini-3-pro-image-preview"):
+        assert name in DEFAULT_PRICES  # every model of the protocol doc's section 6
+
+
+def test_check_cost_limit(tmp_path: Path) -> None:
+    input_dir, _ = _inputs(tmp_path)
+    scanned = [scan_file(p) for p in list_input_files(input_dir)]
+    assert all(isinstance(s, ScannedFile) for s in scanned)
+    settings = Settings(model="gemini-2.5-pro")
+    assert check_cost_limit(settings, scanned) is None  # no limit set
+    settings.cost_limit_usd = 100.0
+    assert check_cost_limit(settings, scanned) is None
+    settings.cost_limit_usd = 0.01
+    message = check_cost_limit(settings, scanned)
+    assert message is not None
+    assert "over the cost limit of $0.0100" in message and "100 requests" in message
+    assert "nothing was submitted" in message
+    # BatchRecords work as well (a resumed run has records, not scans)
+    records = [BatchRecord("a", "a.jsonl", request_count=10, est_tokens=10_000_000)]
+    assert check_cost_limit(Settings(cost_limit_usd=1.0), records) is not None
+    assert check_cost_limit(Settings(cost_limit_usd=100.0), records) is None
+    # a limit that cannot be checked refuses the run
+    unknown = check_cost_limit(Settings(model="mystery", cost_limit_usd=100.0), records)
+    assert unknown is not None and "no price is known for model mystery" in unknown
+    priced = Settings(model="mystery", cost_limit_usd=100.0, prices={"mystery": ModelPrice(1.0, 1.0)})
+    assert check_cost_limit(priced, records) is None
+    assert estimate_cost(records, priced).total_usd == pytest.approx((10_000_000 + 10 * 1000) / 1e6 * 0.5)
+
+
+def test_cost_limit_setting_from_toml_and_flag(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text("cost_limit_usd = 25.5\n")
+    settings = resolve_settings(["--config", str(config), "--input", str(tmp_path / "in"), "--output", str(tmp_path)])
+    assert settings.cost_limit_usd == 25.5
+    settings = resolve_settings(["--config", str(config), "--input", str(tmp_path / "in"), "--output",
+                                 str(tmp_path), "--cost-limit-usd", "3"])
+    assert settings.cost_limit_usd == 3.0
+    config.write_text("cost_limit_usd = 0\n")
+    assert load_settings(config).cost_limit_usd is None
+    with pytest.raises(ConfigError, match="--cost-limit-usd"):
+        resolve_settings(["--input", str(tmp_path / "in"), "--output", str(tmp_path), "--cost-limit-usd", "-1"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[prices."m"]\ninput = 1\n', "c.toml:1: prices.m: missing 'output'"),
+        ('[prices."m"]\ninput = 1\noutput = "x"\n', "prices.m: output: expected a number"),
+        ('[prices."m"]\ninput = -1\noutput = 1\n', "prices.m: input: must be at least 0"),
+        ('[prices."m"]\ninput = 1\noutput = 1\nbatch = 3\n', "prices.m: unknown key 'batch'"),
+        ("[prices]\nm = 3\n", "c.toml:2: prices.m: expected a table"),
+        ("prices = 3\n", "c.toml:1: prices: expected a table"),
+    ],
+)
+def test_bad_price_tables_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert message in str(info.value)
+
+
+def test_actual_cost_after_a_run(tmp_path: Path, capsys) -> None:
+    write_lines(tmp_path / "out" / "a.results.jsonl", [
+        answer("a1", prompt_tokens=1000, output_tokens=3000),
+        answer("a2", prompt_tokens=1000, output_tokens=1000, model="gemini-2.5-pro"),
+        error("a3"),
+    ])
+    write_lines(tmp_path / "retry" / "r.results.jsonl", [answer("a3", prompt_tokens=500, output_tokens=500)])
+    code, report = run_json(capsys, "cost", "--output", tmp_path / "out", "--output", tmp_path / "retry")
+    assert code == 0
+    models = report["actual"]["models"]
+    flash = models["gemini-2.5-flash"]
+    assert flash["answered"] == 2 and flash["failed"] == 1
+    assert flash["prompt_tokens"] == 1500 and flash["candidates_tokens"] == 3500
+    assert flash["input_usd"] == pytest.approx(1500 / 1e6 * 0.30 * 0.5)
+    assert flash["output_usd"] == pytest.approx(3500 / 1e6 * 2.50 * 0.5)
+    pro = models["gemini-2.5-pro"]
+    assert pro["input_usd"] == pytest.approx(1000 / 1e6 * 1.25 * 0.5)
+    assert report["actual"]["total_usd"] == pytest.approx(
+        flash["input_usd"] + flash["output_usd"] + pro["input_usd"] + pro["output_usd"])
+    code, out, _ = run_cli(capsys, "cost", "--output", tmp_path / "out")
+    assert code == 0 and "gemini-2.5-pro: 1 answered" in out
+
+
+def test_usage_errors(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "cost")
+    assert code == 2 and "give --input DIR" in err
+    code, _, err = run_cli(capsys, "cost", "--output", tmp_path, "--limit-usd", "1")
+    assert code == 2 and "--limit-usd" in err
+    assert run_cli(capsys, "cost", "--input", tmp_path, "--limit-usd", "-3")[0] == 2
+    code, _, err = run_cli(capsys, "cost", "--input", tmp_path / "nope")
+    assert code == 2 and "folder not found" in err
