@@ -75,6 +75,7 @@ class Admission:
         self._last_started: str | None = None  # the job the next `create_sent` is about
         self._unanswered: set[str] = set()  # creates sent whose job is not known to exist
         self._sent: deque[float] = deque()  # send times of creates in the last WINDOW seconds
+        self._sent_for: str | None = None  # the batch whose create is the newest entry of `_sent`
         learned = learned or {}
         self._budget = _positive_int(learned.get(LEARNED_TOKEN_BUDGET))
         self._max_jobs = _positive_int(learned.get(LEARNED_MAX_JOBS))
@@ -119,6 +120,7 @@ class Admission:
         self._expire(now)
         self._sent.append(now)
         target = batch_id if batch_id is not None else self._last_started
+        self._sent_for = target
         self._last_started = None
         if target in self._jobs:
             self._unanswered.add(target)
@@ -133,6 +135,11 @@ class Admission:
         if self._last_started == batch_id:
             self._last_started = None
         self._strikes = 0
+        if self._sent and self._sent_for == batch_id:
+            # the server counted this create when it arrived, some time after we sent it: keep it in our window
+            # until the answer time plus WINDOW, so that we never think a slot is free before the server does
+            self._sent[-1] = max(self._sent[-1], now)
+            self._sent_for = None
         held_tokens, held_jobs = self._held()
         self._accepted_tokens = max(self._accepted_tokens, held_tokens)
         if self._budget is not None and held_tokens > self._budget:
@@ -152,6 +159,7 @@ class Admission:
         self._strikes += 1
         if self._sent:
             self._sent.pop()  # the refused create: the server counts accepted creates only
+            self._sent_for = None
         held_tokens, held_jobs = self._held()
         ends_with_job = False
         if quota is Quota.ENQUEUED_TOKENS or (quota is Quota.UNKNOWN and held_jobs > 0):

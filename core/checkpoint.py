@@ -216,8 +216,9 @@ class CheckpointStore:
                 hint = (f"copy {self.bak_path} to {self.path} to resume from the last good copy, or "
                         if self.bak_path.exists() else "")
                 raise CheckpointError(
-                    f"checkpoint {self.path} is missing but {names} is still there: {hint}move those files "
-                    f"aside and start again with {REBUILD_HINT} (starting from nothing could submit jobs twice)"
+                    f"checkpoint {self.path} is missing but {names} is still there: {hint}start again with "
+                    f"{REBUILD_HINT}, which keeps those files under a new name and rebuilds the run from the "
+                    "server's batch list (starting from nothing could submit jobs twice)"
                 )
             return None
         state, snapshot_seq = self._read_snapshot()
@@ -353,9 +354,11 @@ class CheckpointStore:
     def _snapshot_way_out(self) -> str:
         if self.bak_path.exists():
             return (f"The last good copy {self.bak_path} exists: move {self.path} aside and copy {self.bak_path} "
-                    f"to {self.path}; the journal is replayed on top of it.")
-        return (f"There is no backup copy: move {self.path} aside and start again with {REBUILD_HINT} to rebuild "
-                "the run from the server's batch list (starting from nothing could submit jobs twice).")
+                    f"to {self.path}; the journal is replayed on top of it. Or start again with {REBUILD_HINT}, "
+                    "which keeps these files under a new name and rebuilds the run from the server's batch list.")
+        return (f"There is no backup copy: start again with {REBUILD_HINT}, which keeps {self.path} under a new "
+                "name and rebuilds the run from the server's batch list (starting from nothing could submit jobs "
+                "twice).")
 
     def _snapshot_damage(self, what: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {self.path} is damaged: {what}. {self._snapshot_way_out()}")
@@ -363,8 +366,9 @@ class CheckpointStore:
     def _journal_damage(self, path: Path, lineno: int, what: str) -> CheckpointError:
         return CheckpointError(
             f"checkpoint journal {path} is damaged at line {lineno}: {what}. The changes from that line on cannot "
-            f"be trusted, and resuming without them could submit a job twice: move {path} aside and start again "
-            f"with {REBUILD_HINT} to rebuild the run from the server's batch list."
+            f"be trusted, and resuming without them could submit a job twice: start again with {REBUILD_HINT}, "
+            f"which keeps {path} and the snapshot under a new name and rebuilds the run from the server's batch "
+            "list (do not just move the journal aside: the snapshot alone is older than the server)."
         )
 
     # ---- writing -------------------------------------------------------------------------------
@@ -450,9 +454,9 @@ class CheckpointStore:
         data = b"".join(line.data for line in lines)
         try:
             fd = self._open_journal()
-            if crash_point_armed("mid-journal-write"):
+            if crash_point_armed("mid-journal-write"):  # the n-th pass leaves half its lines, then dies
                 _write_all(fd, data[: max(1, len(data) // 2)])
-                crash_point("mid-journal-write")
+            crash_point("mid-journal-write")  # every pass counts, so that point:n means the n-th write
             _write_all(fd, data)
             os.fsync(fd)
         except OSError:
@@ -557,7 +561,7 @@ class CheckpointStore:
                 try:
                     if crash_point_armed("mid-snapshot-write"):
                         _write_all(fd, data[: len(data) // 2])
-                        crash_point("mid-snapshot-write")
+                    crash_point("mid-snapshot-write")  # every pass counts (point:n is the n-th snapshot)
                     _write_all(fd, data)
                     os.fsync(fd)
                 finally:

@@ -28,6 +28,7 @@ exit codes:
   0    every input file's job succeeded and its results are saved
   3    the run finished, but some job ended FAILED, CANCELLED or EXPIRED, or an input file was rejected
   2    usage or configuration error (nothing was submitted)
+  4    the estimated cost is over cost_limit_usd / --cost-limit-usd (nothing was submitted)
   130  interrupted by SIGINT (Ctrl-C), after the checkpoint was saved
   143  terminated by SIGTERM, after the checkpoint was saved
 

@@ -33,18 +33,25 @@ from .events import (
     Quota,
     RunFinished,
 )
+from .exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_OVER_COST_LIMIT
 from .gateway import Ambiguous, Gateway, GatewayError, Permanent, RateLimited, RemoteJob, Transient
 from .input_scan import Rejection, list_input_files, scan_file
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
 from .redact import redact
 from .results import check_results, move_into_place
+from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3
+
+
+class RunRefused(Exception):
+    """The run must not start (nothing was submitted); `exit_code` follows the CLI contract."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 _SERVER_END_STATES = {
     "JOB_STATE_SUCCEEDED": Stage.SUCCEEDED,
@@ -187,6 +194,12 @@ class Engine:
         self.state = state
         self.admission = Admission(self.settings.admission, learned=dict(state.learned))
         await self._scan_inputs()
+        not_created = (Stage.VALIDATED, Stage.UPLOADING, Stage.UPLOADED)
+        unsubmitted = [r for r in self.records.values() if r.stage in not_created]
+        refusal = check_cost_limit(self.settings, unsubmitted)
+        if refusal is not None:
+            self._log(Level.ERROR, refusal)
+            raise RunRefused(refusal, EXIT_OVER_COST_LIMIT)
         for rec in self.records.values():
             self._staged[rec.stage][rec.batch_id] = rec
             if rec.stage.job_in_flight:

@@ -101,6 +101,8 @@ class RemoteJob:
     failed: int | None = None
     pending: int | None = None
     error: str | None = None
+    create_time: float | None = None  # unix time, from metadata.createTime
+    end_time: float | None = None  # unix time, from metadata.endTime (ended jobs): create-to-end is the duration
 
     @property
     def ended(self) -> bool:
@@ -181,6 +183,22 @@ def _timestamp(value: Any) -> float | None:
     return None
 
 
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def _rfc3339(value: Any) -> float | None:
+    """Unix time of a proto3 JSON timestamp ("2025-12-10T18:27:01.407650525Z"); None when absent or odd."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    try:
+        seconds = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    except ValueError:
+        return None
+    return seconds + (float("0." + fraction) if fraction else 0.0)
+
+
 def _sha256_hex(value: str | None) -> str | None:
     """The Files API gives sha256Hash as base64 of the digest; accept hex too."""
     if not value:
@@ -233,6 +251,8 @@ def job_from_operation(op: dict[str, Any]) -> RemoteJob:
         failed=_int(stats.get("failedRequestCount", 0)),
         pending=_int(stats.get("pendingRequestCount", 0)),
         error=_short(error.get("message")) if isinstance(error, dict) else None,
+        create_time=_rfc3339(meta.get("createTime")),
+        end_time=_rfc3339(meta.get("endTime")),
     )
 
 
@@ -242,6 +262,8 @@ def _job_from_sdk(job: types.BatchJob) -> RemoteJob:
         display_name=job.display_name,
         state=job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED",
         result_file=job.dest.file_name if job.dest is not None else None,
+        create_time=_timestamp(job.create_time),
+        end_time=_timestamp(job.end_time),
     )
 
 

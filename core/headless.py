@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import TextIO
 
 from .checkpoint import CheckpointError, CheckpointLocked, CheckpointStore
 from .config import Settings
-from .engine import EXIT_USAGE, Engine
+from .engine import Engine, RunRefused
 from .events import (
     AdmissionChanged,
     BatchChanged,
@@ -22,8 +25,10 @@ from .events import (
     PauseChanged,
     RunFinished,
 )
-from .gateway import Gateway
-from .redact import api_key_from_env, redact
+from .exit_codes import EXIT_INTERNAL, EXIT_USAGE
+from .gateway import Gateway, GatewayError
+from .rebuild import RebuildError, rebuild_from_server
+from .redact import MISSING_KEY_MESSAGE, api_key_from_env, redact
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -37,12 +42,23 @@ class HeadlessLog:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.gone = False  # the stream failed (the terminal or SSH session went away): write nothing more
 
     def __call__(self, event: Event) -> None:
         line = self.format(event)
         if line is not None:
-            self.stream.write(redact(line) + "\n")
+            self.write(line + "\n")
+
+    def write(self, text: str) -> None:
+        """Write (redacted) and flush; a stream that fails is given up on, never raised from."""
+        if self.gone:
+            return
+        try:
+            self.stream.write(redact(text))
             self.stream.flush()
+        except (OSError, ValueError):  # EPIPE/EIO once the terminal is gone, or a closed stream
+            self.gone = True
+            _silence(self.stream)
 
     def format(self, event: Event) -> str | None:
         """The line for `event`, or None for events that only the TUI shows."""
@@ -66,9 +82,17 @@ class HeadlessLog:
         return None
 
 
+def _silence(stream: TextIO) -> None:
+    """Point sys.stderr at /dev/null once `stream` (stderr) is broken: Python's own last words, the logging
+    module's fallback and the flush at exit would fail on it again (and turn the exit code into 120)."""
+    if stream is sys.stderr or stream is sys.__stderr__:
+        with contextlib.suppress(OSError):
+            sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives until exit)
+
+
 def missing_key_message() -> str:
     """What to tell a user who has not set a key."""
-    return "no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment"
+    return MISSING_KEY_MESSAGE
 
 
 def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], None] | None = None) -> Engine:
@@ -98,26 +122,44 @@ async def run_engine_headless(settings: Settings, api_key: str, stream: TextIO =
     try:
         engine.store.acquire_lock()
     except CheckpointLocked as exc:
-        stream.write(f"gembatch-tui: {exc}\n")
+        log.write(f"gembatch-tui: {exc}\n")
         await engine.gateway.aclose()
         return EXIT_USAGE
     received: list[int] = []
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
-        if not received:
-            stream.write(f"{_stamp(time.time())} WARNING {signal.Signals(signum).name}: "
-                         "saving the checkpoint and stopping\n")
+        first = not received
         received.append(signum)
-        engine.request_stop()
+        engine.request_stop()  # first: writing the notice may fail when the terminal is gone (SIGHUP)
+        if first:
+            log.write(f"{_stamp(time.time())} WARNING {signal.Signals(signum).name}: "
+                      "saving the checkpoint and stopping\n")
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     engine.bus.subscribe(log)
     try:
+        if settings.rebuild_from_server:
+            try:
+                report = await rebuild_from_server(settings, engine.gateway, engine.store)
+            except GatewayError as exc:
+                log.write(f"gembatch-tui: cannot read the server's batch and file lists to rebuild the checkpoint "
+                          f"({exc}); nothing was changed or submitted: try again later\n")
+                return EXIT_USAGE
+            for line in report.lines():
+                log.write(f"{_stamp(time.time())} INFO    {line}\n")
         code = await engine.run()
-    except CheckpointError as exc:
-        stream.write(f"gembatch-tui: {exc}\n")
+    except (CheckpointError, RebuildError) as exc:
+        log.write(f"gembatch-tui: {exc}\n")
+        return EXIT_USAGE
+    except RunRefused as exc:
+        return exc.exit_code  # the engine logged why
+    except BaseExceptionGroup as group:  # a task of the engine failed on a checkpoint write (disk full, I/O)
+        found = _checkpoint_error(group)
+        if found is None:
+            raise
+        log.write(f"gembatch-tui: {found}\n")
         return EXIT_USAGE
     finally:
         for signum in STOP_SIGNALS:
@@ -129,10 +171,30 @@ async def run_engine_headless(settings: Settings, api_key: str, stream: TextIO =
     return code
 
 
+def _checkpoint_error(error: BaseException) -> CheckpointError | None:
+    """The CheckpointError inside an exception group (as a TaskGroup raises it), if there is one."""
+    if isinstance(error, CheckpointError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _checkpoint_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def run_headless(settings: Settings) -> int:
     """The `--headless` entry: a blocking call that returns the process exit code."""
     api_key = api_key_from_env()
     if api_key is None:
         sys.stderr.write(f"gembatch-tui: {missing_key_message()}\n")
         return EXIT_USAGE
-    return asyncio.run(run_engine_headless(settings, api_key))
+    try:
+        return asyncio.run(run_engine_headless(settings, api_key))
+    except Exception:  # a bug: say so, with the traceback, but never with the API key in it
+        text = traceback.format_exc()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(redact(f"gembatch-tui: internal error; what was saved before it is in the checkpoint, "
+                                    f"and the same command resumes from it.\n{text}"))
+            sys.stderr.flush()
+        return EXIT_INTERNAL

@@ -196,6 +196,8 @@ def _parse_object(body: bytes, line_no: int) -> dict[str, object]:
         raise _LineProblem(f"bad JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise _LineProblem("bad JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (CPython's int conversion limit)
+        raise _LineProblem(f"bad JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _LineProblem(f"line is not a JSON object, got {_json_type(value)}")
     return value

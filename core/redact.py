@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+MISSING_KEY_MESSAGE = "no API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment"
 
 
 def api_key_from_env() -> str | None:

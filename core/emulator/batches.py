@@ -41,7 +41,8 @@ class BatchMethods(Methods):
         priority = batch.get("priority")
         with self.store.lock:
             lifecycle.advance(self.store, call.now)
-            self.store.create_window.check(settings.creates_per_minute, model_id, call.now)
+            self.store.create_window.check(settings.creates_per_minute, model_id, call.now,
+                                           settings.create_window_seconds)
             if file_name is not None:
                 record = self._input_file(file_name, call.now)
                 count, tokens, sha = record.request_count, record.token_estimate, record.sha256_hex

@@ -121,12 +121,12 @@ class CreateWindow:
     def __init__(self) -> None:
         self._times: deque[float] = deque()
 
-    def check(self, limit: int | None, model: str, now: float) -> None:
-        """Raise the creates-per-minute 429 (with RetryInfo) when the window is full."""
-        while self._times and self._times[0] <= now - self.WINDOW:
+    def check(self, limit: int | None, model: str, now: float, window: float = WINDOW) -> None:
+        """Raise the creates-per-minute 429 (with RetryInfo) when the window (`window` seconds) is full."""
+        while self._times and self._times[0] <= now - window:
             self._times.popleft()
         if limit and len(self._times) >= limit:
-            wait = self._times[len(self._times) - limit] + self.WINDOW - now
+            wait = self._times[len(self._times) - limit] + window - now
             raise quota_error(CREATES_PER_MINUTE, limit, model, retry_after=max(wait, 0.001))
 
     def accepted(self, now: float) -> None:

@@ -53,6 +53,8 @@ class EmulatorSettings:
     enqueued_token_limit: int | None = _knob(
         None, "tokens of PENDING+RUNNING jobs per model (estimate: ceil(line bytes / 4)); 0 = no limit")
     creates_per_minute: int | None = _knob(None, "accepted creates in any sliding 60 s; 0 = no limit")
+    create_window_seconds: float = _knob(
+        60.0, "length of the sliding creates-per-minute window (shorter: time-scaled benchmarks)")
 
     server_error_rate: float = _knob(0.0, "share of calls answered 500/503 instead (nothing takes effect)")
     server_error_kinds: set[str] | None = field(default=None, metadata={
@@ -86,6 +88,8 @@ class EmulatorSettings:
             unknown = sorted(set(getattr(self, name) or ()) - KINDS)
             if unknown:
                 raise ValueError(f"{source}: {name} has unknown kinds {unknown}; known: {sorted(KINDS)}")
+        if not self.create_window_seconds > 0:
+            raise ValueError(f"{source}: create_window_seconds must be above 0, got {self.create_window_seconds!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"{source}: port must be 0..65535, got {self.port}")
 

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import exit_codes
 from ..config import ConfigError, Settings, default_config_path, load_settings
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad usage or bad input: nothing was written or changed
-EXIT_PROBLEMS = 3  # done, but the data has problems (missing or duplicate keys, files that could not be deleted)
-EXIT_OVER_LIMIT = 4  # the cost estimate is over --limit-usd
+EXIT_OK = exit_codes.EXIT_OK
+EXIT_USAGE = exit_codes.EXIT_USAGE  # bad usage or bad input: nothing was written or changed
+EXIT_PROBLEMS = exit_codes.EXIT_INCOMPLETE  # done, but the data has problems (missing/duplicate keys, failed deletes)
+EXIT_OVER_LIMIT = exit_codes.EXIT_OVER_COST_LIMIT  # the cost estimate is over --limit-usd
 
 
 class WorkflowError(Exception):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gembatch.core.engine import EXIT_OK
 from gembatch.core.events import CoolDownEnded, CoolDownStarted
+from gembatch.core.exit_codes import EXIT_OK
 
 from ..conftest import write_batch_files
 from .helpers import assert_one_job_per_attempt, assert_results_match_inputs, engine_settings, run_engine

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gembatch.core.engine import EXIT_INCOMPLETE, EXIT_OK
+import pytest
+from gembatch.core.engine import RunRefused
 from gembatch.core.events import BatchChanged, Event
+from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK
+from gembatch.core.headless import build_engine
 from gembatch.core.model import Stage
 
-from ..conftest import write_batch_files
+from ..conftest import FAKE_KEY, write_batch_files
 from .helpers import (
+    Recorder,
     assert_one_job_per_attempt,
     assert_results_match_inputs,
     engine_settings,
@@ -128,3 +132,20 @@ async def test_results_keep_the_lines_the_api_returned(tmp_path: Path, emulator)
     assert 0 < len(errors) < 50
     rec = engine.records["part_001"]
     assert rec.failed_count == len(errors) and rec.succeeded_count == 50 - len(errors)
+
+
+async def test_a_run_over_its_cost_limit_submits_nothing(tmp_path: Path, emulator) -> None:
+    write_batch_files(tmp_path / "in", files=3, requests=50, pad=50)
+    settings = engine_settings(tmp_path, emulator.base_url, cost_limit_usd=0.0001)
+
+    engine = build_engine(settings, FAKE_KEY)
+    recorder = Recorder()
+    engine.bus.subscribe(recorder)
+    with pytest.raises(RunRefused) as refused:
+        await engine.prepare()
+    await engine.gateway.aclose()
+
+    assert refused.value.exit_code == 4
+    assert "over the cost limit" in str(refused.value) and "nothing was submitted" in str(refused.value)
+    assert any("over the cost limit" in line for line in recorder.lines())
+    assert emulator.journal() == []

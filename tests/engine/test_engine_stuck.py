@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gembatch.core.engine import EXIT_OK
+from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.model import Stage
 
 from ..conftest import write_batch_files

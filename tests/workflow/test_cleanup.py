@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gembatch.core.checkpoint import CheckpointStore
-from gembatch.core.engine import EXIT_OK
+from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.gateway import Gateway, RemoteFile
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.naming import upload_display_name

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from gembatch.core.engine import EXIT_OK
+from gembatch.core.exit_codes import EXIT_OK
 
 from ..conftest import write_batch_files
 from ..engine.helpers import engine_settings, run_engine

@@ -1,0 +1,1 @@
+"""The monitor's panes: batch grid, uploads waiting, rate-limit countdown, log stream, summary bar."""

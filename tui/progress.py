@@ -1,0 +1,92 @@
+"""Overall progress of a run, kept up to date by diff as batch records change (no Textual here)."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from gembatch.core.model import BatchRecord, Stage
+
+FAILED_STAGES = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED, Stage.REJECTED})
+RATE_WINDOW = 600.0  # seconds of history behind the estimate of time left
+RATE_MIN_SPAN = 5.0  # no estimate from less history than this
+
+
+def requests_done(rec: BatchRecord) -> int:
+    """Requests of this batch that have an answer (succeeded or failed)."""
+    if rec.request_count <= 0:
+        return 0
+    return min(rec.request_count, rec.succeeded_count + rec.failed_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The figures the summary bar shows."""
+
+    files_total: int
+    files_done: int
+    files_failed: int
+    requests_total: int
+    requests_done: int
+    seconds_left: float | None
+
+
+class RunTally:
+    """Files and requests done of total, by stage, and a sliding-window estimate of the time left."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[Stage, int, int]] = {}  # batch id -> (stage, requests, done)
+        self.by_stage: Counter[Stage] = Counter()
+        self.files_done = 0
+        self.files_failed = 0
+        self.requests_total = 0
+        self.requests_done = 0
+        self._samples: deque[tuple[float, int]] = deque()
+        self._arrived_done = 0
+
+    @property
+    def files_total(self) -> int:
+        """How many batches the run has."""
+        return len(self._known)
+
+    def apply(self, rec: BatchRecord) -> None:
+        """Take in the latest snapshot of one batch; cost does not depend on the number of batches."""
+        old = self._known.get(rec.batch_id)
+        new = (rec.stage, max(0, rec.request_count), requests_done(rec))
+        if old is not None:
+            self._account(*old, sign=-1)
+        else:
+            self._arrived_done += new[2]  # done before we saw it (a resumed run): not progress of ours
+        self._known[rec.batch_id] = new
+        self._account(*new, sign=1)
+
+    def _account(self, stage: Stage, requests: int, done: int, sign: int) -> None:
+        self.by_stage[stage] += sign
+        if stage.ended:
+            self.files_done += sign
+        if stage in FAILED_STAGES:
+            self.files_failed += sign
+        self.requests_total += sign * requests
+        self.requests_done += sign * done
+
+    def sample(self, now: float) -> None:
+        """Record progress at `now` (the 1 Hz tick calls this) for the estimate of time left."""
+        self._samples.append((now, self.requests_done - self._arrived_done))
+        while self._samples and now - self._samples[0][0] > RATE_WINDOW:
+            self._samples.popleft()
+
+    def seconds_left(self) -> float | None:
+        """Requests left divided by the recent rate; None while there is no rate to go by."""
+        if len(self._samples) < 2:
+            return None
+        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
+        span = t1 - t0
+        if span < RATE_MIN_SPAN or d1 <= d0:
+            return None
+        left = self.requests_total - self.requests_done
+        return max(0.0, left / ((d1 - d0) / span))
+
+    def snapshot(self) -> Snapshot:
+        """The figures as they stand."""
+        return Snapshot(self.files_total, self.files_done, self.files_failed, self.requests_total,
+                        self.requests_done, self.seconds_left())
