@@ -189,7 +189,7 @@ class Admission:
         """May a create of a job of `tokens` estimated tokens go now?"""
         self._expire(now)
         if self._cool_until is not None:
-            return Decision(False, f"cooling down ({self._cool_quota}) until {_clock(self._cool_until)}",
+            return Decision(False, f"cool-down ({self._cool_quota}) to {_clock(self._cool_until)}",
                             self._cool_quota, self._cool_until)
         jobs = len(self._jobs)
         if jobs == 0:  # nothing of ours to wait for: let the server judge (a job above the budget never starves)

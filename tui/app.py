@@ -155,6 +155,7 @@ class MonitorApp(App[int]):
                 claim_error = exc
         summary = self.summary
         self.countdown.set_read_only(self.read_only is not None)
+        self.countdown.set_paused(self.paused)
         self.log_pane.border_title = "Log"
         self.grid.focus()
         self._title_grid()
@@ -367,6 +368,7 @@ class MonitorApp(App[int]):
             return
         self.paused = message.paused
         self.summary.show(paused=message.paused)
+        self.countdown.set_paused(message.paused)
         self.refresh_bindings()
 
     def on_run_ended(self, message: RunEnded) -> None:

@@ -37,6 +37,7 @@ class CountdownPane(Widget):
 
     def __init__(self, clock: Callable[[], float], *, read_only: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.paused = False
         self.clock = clock
         self.read_only = read_only
         self.figures: AdmissionFigures | None = None
@@ -79,6 +80,12 @@ class CountdownPane(Widget):
         self.detail = text if until is not None else ""
         self._redraw()
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause is the user's, not a quota's: the pane says so instead of "may go"."""
+        if paused != self.paused:
+            self.paused = paused
+            self._redraw()
+
     def tick(self, now: float) -> None:
         """At 1 Hz: the countdown moves only while cooling down."""
         if self.until is not None:
@@ -94,6 +101,8 @@ class CountdownPane(Widget):
                      ("Until", f"{clock_time(self.until)} UTC")]
         elif self.read_only:
             rows.append(("Creates", "read-only: this instance sends none"))
+        elif self.paused:
+            rows.append(("Creates", "paused (p resumes)"))
         else:
             rows.append(("Creates", Text("✓ may go", style=self.get_component_rich_style("countdown-pane--clear"))))
         figures = self.figures
