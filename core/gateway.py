@@ -103,6 +103,7 @@ class RemoteJob:
     error: str | None = None
     create_time: float | None = None  # unix time, from metadata.createTime
     end_time: float | None = None  # unix time, from metadata.endTime (ended jobs): create-to-end is the duration
+    input_file: str | None = None  # "files/…" the job was created from (metadata.inputConfig.fileName)
 
     @property
     def ended(self) -> bool:
@@ -253,6 +254,7 @@ def job_from_operation(op: dict[str, Any]) -> RemoteJob:
         error=_short(error.get("message")) if isinstance(error, dict) else None,
         create_time=_rfc3339(meta.get("createTime")),
         end_time=_rfc3339(meta.get("endTime")),
+        input_file=(meta.get("inputConfig") or {}).get("fileName"),
     )
 
 

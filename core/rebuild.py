@@ -110,8 +110,8 @@ async def rebuild_from_server(settings: Settings, gateway: Gateway, store: Check
         old = await asyncio.to_thread(store.load)
     except CheckpointError:
         old = None  # damaged: what we are here for
-    scanned = await asyncio.to_thread(_scan_folder, settings)
-    jobs = await _all_jobs(gateway)
+    scanned = await asyncio.to_thread(scan_folder, settings)
+    jobs = await all_jobs(gateway)
     files = await gateway.list_files()
 
     now = clock()
@@ -140,7 +140,8 @@ async def rebuild_from_server(settings: Settings, gateway: Gateway, store: Check
     return report
 
 
-def _scan_folder(settings: Settings) -> dict[str, tuple[Path, ScannedFile | Rejection]]:
+def scan_folder(settings: Settings) -> dict[str, tuple[Path, ScannedFile | Rejection]]:
+    """Every input file of the folder, scanned, by batch id."""
     assert settings.input_dir is not None
     out: dict[str, tuple[Path, ScannedFile | Rejection]] = {}
     for path in list_input_files(settings.input_dir):
@@ -148,7 +149,8 @@ def _scan_folder(settings: Settings) -> dict[str, tuple[Path, ScannedFile | Reje
     return out
 
 
-async def _all_jobs(gateway: Gateway) -> list[RemoteJob]:
+async def all_jobs(gateway: Gateway) -> list[RemoteJob]:
+    """Every batch job of the account, newest first (all pages)."""
     jobs: list[RemoteJob] = []
     token: str | None = None
     while True:
