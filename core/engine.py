@@ -89,6 +89,7 @@ class Engine:
         self._cooling: Quota | None = None
         self._reuploads: dict[str, int] = {}
         self._busy: set[str] = set()  # batch ids an upload or download task is working on
+        self._side_tasks: set[asyncio.Task[None]] = set()  # e.g. keeping the partial results of an expired job
         self._ambiguous_since: dict[str, float] = {}
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
@@ -270,6 +271,9 @@ class Engine:
                 group.create_task(self._checkpoint_loop())
                 group.create_task(self._finish_watch())
         finally:
+            for task in self._side_tasks:
+                task.cancel()
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
             await asyncio.to_thread(self._save_final)
         code = self.exit_code()
         self.bus.publish(RunFinished(self.clock(), code, self.summary()))
@@ -282,7 +286,7 @@ class Engine:
 
     async def _finish_watch(self) -> None:
         while not self._stop.is_set():
-            if self.records and self._ended_count() == len(self.records):
+            if self.records and self._ended_count() == len(self.records) and not self._side_tasks:
                 self._log(Level.INFO, "every batch has ended")
                 self.request_stop()
                 break
@@ -684,6 +688,8 @@ class Engine:
             rec.result_name = job.result_file
             self._set(rec, Stage.SUCCEEDED, note or f"job {job.name} succeeded")
         elif end is not None:
+            if end is Stage.EXPIRED and job.result_file:
+                self._keep_partial_results(rec, job.result_file)
             self._handle_server_end(rec, end, job.error or job.state)
         elif job.state == "JOB_STATE_RUNNING" and rec.stage is not Stage.RUNNING:
             self._set(rec, Stage.RUNNING, note or f"job {job.name} running")
@@ -691,6 +697,33 @@ class Engine:
             self._set(rec, Stage.PENDING, note or f"job {job.name} pending")
         elif changed or note:
             self._emit(rec, note)
+
+    def _keep_partial_results(self, rec: BatchRecord, result_file: str) -> None:
+        """An EXPIRED job that left a partial output: save it beside the results, whatever happens next."""
+        assert self.settings.output_dir is not None
+        target = self.settings.output_dir / f"{rec.batch_id}.results.partial-a{rec.attempt}.jsonl"
+        batch_id = rec.batch_id
+
+        async def keep() -> None:
+            temporary = target.with_name(f".{target.name}.part")
+            try:
+                await self.gateway.download(result_file, temporary)
+                await asyncio.to_thread(move_into_place, temporary, target)
+            except (GatewayError, OSError) as exc:
+                self._log(Level.WARNING, f"{batch_id}: could not keep the partial results {result_file}: {exc}",
+                          batch_id)
+                return
+            finally:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
+            current = self.records.get(batch_id)
+            if current is not None:
+                self._emit(current, f"partial results of the expired job kept as {target}")
+            self._log(Level.INFO, f"{batch_id}: partial results of the expired job kept as {target}", batch_id)
+
+        task = asyncio.create_task(keep())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def _handle_server_end(self, rec: BatchRecord, end: Stage, reason: str) -> None:
         rec.last_error = reason

@@ -79,8 +79,9 @@ def result_line(line: bytes, index: int, job_name: str, model_id: str, error: bo
 
 
 def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
-                       error_lines: list[int]) -> tuple[int, int, int, str]:
-    """Write one result line per request line of `source`; returns (succeeded, failed, size, sha256 hex)."""
+                       error_lines: list[int], limit: int | None = None) -> tuple[int, int, int, str]:
+    """Write one result line per request line of `source` (the first `limit` only, when given: a partial
+    output); returns (succeeded, failed, size, sha256 hex)."""
     errors = set(error_lines)
     succeeded = failed = size = 0
     digest = hashlib.sha256()
@@ -89,6 +90,8 @@ def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
         for raw in inp:
             if not raw.strip():
                 continue
+            if limit is not None and index >= limit:
+                break
             line = result_line(raw, index, job_name, model_id, index in errors)
             if "error" in line:
                 failed += 1

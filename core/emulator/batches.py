@@ -101,6 +101,7 @@ class BatchMethods(Methods):
             ttl_seconds=settings.job_ttl_seconds, planned_failure=planned_failure,
             error_rate=settings.request_error_rate, seed=settings.seed,
             result_delay=max(0.0, settings.result_file_delay_seconds), file_ttl=settings.file_ttl_seconds,
+            partial_output_on_expiry=settings.partial_output_on_expiry,
             priority=str(priority) if priority not in (None, 0, "0", "") else None,
         )
         if record is not None:

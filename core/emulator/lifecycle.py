@@ -113,11 +113,13 @@ def end(store: Store, job: JobRecord, state: str, at: float, message: str | None
             hours = job.ttl_seconds / 3600
             job.end_error = {"code": 4, "message": message or (
                 f"The batch job expired: it was pending or running for more than {hours:g} hours.")}
+            if job.partial_output_on_expiry and done > 0 and job.input_path is not None:
+                _write_outputs(store, job, at, limit=done)
     if job.input_path is not None:
         job.input_path.unlink(missing_ok=True)
 
 
-def _write_outputs(store: Store, job: JobRecord, at: float) -> None:
+def _write_outputs(store: Store, job: JobRecord, at: float, limit: int | None = None) -> None:
     model_id = job.model.removeprefix("models/")
     if job.inline_requests is not None:
         items, job.succeeded, job.failed = answers.inline_results(
@@ -127,7 +129,7 @@ def _write_outputs(store: Store, job: JobRecord, at: float) -> None:
     assert job.input_path is not None
     target = store.new_path("result")
     job.succeeded, job.failed, size, sha = answers.write_file_results(
-        job.input_path, target, job.name, model_id, _error_lines(job))
+        job.input_path, target, job.name, model_id, _error_lines(job), limit)
     job.result_file = f"files/batch-{job.job_id}"
     store.add_file(FileRecord(
         serial=store.next_serial(), name=job.result_file, display_name=None, mime_type="application/jsonl",
@@ -137,8 +139,8 @@ def _write_outputs(store: Store, job: JobRecord, at: float) -> None:
 
 
 def output(job: JobRecord) -> dict[str, Any] | None:
-    """`metadata.output` of an ended job (SUCCEEDED only)."""
-    if job.end_state != SUCCEEDED:
+    """`metadata.output` of an ended job: SUCCEEDED, or EXPIRED with a partial output."""
+    if job.end_state != SUCCEEDED and not (job.end_state == EXPIRED and job.result_file):
         return None
     if job.inline_responses is not None:
         return {"inlinedResponses": {"inlinedResponses": job.inline_responses}}

@@ -48,6 +48,8 @@ class EmulatorSettings:
     job_fail_rate: float = _knob(0.0, "share of jobs that end FAILED instead of SUCCEEDED")
     result_file_delay_seconds: float = _knob(
         0.0, "seconds after SUCCEEDED before the result file can be read (404 until then)")
+    partial_output_on_expiry: bool = _knob(
+        False, "an EXPIRED job keeps a result file of the requests it finished (unconfirmed on Google's side)")
 
     max_concurrent_jobs: int | None = _knob(100, "unfinished jobs per project (Google: 100); 0 = no limit")
     enqueued_token_limit: int | None = _knob(

@@ -78,6 +78,7 @@ class JobRecord:
     seed: int
     result_delay: float
     file_ttl: float
+    partial_output_on_expiry: bool = False  # an EXPIRED job keeps a result file of the requests it finished
     input_path: Path | None = None  # a private link to the input content, dropped when the job ends
     priority: str | None = None
     end_state: str | None = None  # BATCH_STATE_* once ended
