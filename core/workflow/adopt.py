@@ -42,7 +42,7 @@ tracks are left as they are. Failed, cancelled or expired jobs are not adopted: 
 Needs the API key in GEMINI_API_KEY (or GOOGLE_API_KEY)."""
 
 EPILOG = """\
-examples:
+example:
   gembatch-tui adopt --input batches/ --output results/ --jobs-file report.txt
   gembatch-tui adopt --input batches/ --output results/ --match-display-names --match-uploads --dry-run
 
