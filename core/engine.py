@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .admission import Admission, Decision
@@ -423,32 +423,56 @@ class Engine:
             else:
                 self._set(rec, Stage.VALIDATED, "upload was cut short; uploading again")
 
-    async def _upload_loop(self) -> None:
-        limit = asyncio.Semaphore(max(1, self.settings.transfer.upload_concurrency))
+    async def _worker_pool(
+        self,
+        stage: Stage,
+        concurrency: int,
+        room: Callable[[], int],
+        work: Callable[[BatchRecord], Awaitable[None]],
+    ) -> None:
+        """Start `work` on records in `stage`, in order, at most `concurrency` at a time and `room()` per round."""
+        limit = asyncio.Semaphore(max(1, concurrency))
         tasks: set[asyncio.Task[None]] = set()
+
+        async def one(rec: BatchRecord) -> None:
+            try:
+                await work(rec)
+            finally:
+                self._busy.discard(rec.batch_id)
+                limit.release()
+                self._wake()
+
         try:
             while not self._stop.is_set():
-                if not self.paused:
-                    ahead = len(self._staged[Stage.UPLOADING]) + len(self._staged[Stage.UPLOADED])
-                    room = self.settings.transfer.upload_ahead - ahead
-                    for rec in self._first_in(Stage.VALIDATED, max(0, room) + len(self._busy)):
-                        if ahead >= self.settings.transfer.upload_ahead or limit.locked():
-                            break
-                        if rec.batch_id in self._busy:
-                            continue
-                        ahead += 1
-                        await limit.acquire()
-                        self._busy.add(rec.batch_id)
-                        task = asyncio.create_task(self._upload_one(rec, limit))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                budget = room()
+                for rec in self._first_in(stage, max(0, budget) + len(self._busy)):
+                    if budget <= 0 or limit.locked():
+                        break
+                    if rec.batch_id in self._busy:
+                        continue
+                    budget -= 1
+                    await limit.acquire()
+                    self._busy.add(rec.batch_id)
+                    task = asyncio.create_task(one(rec))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
                 await self._wait_change(1.0)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _upload_one(self, rec: BatchRecord, limit: asyncio.Semaphore) -> None:
+    async def _upload_loop(self) -> None:
+        def room() -> int:
+            if self.paused:
+                return 0
+            ahead = len(self._staged[Stage.UPLOADING]) + len(self._staged[Stage.UPLOADED])
+            return self.settings.transfer.upload_ahead - ahead
+
+        transfer = self.settings.transfer
+        await self._worker_pool(Stage.VALIDATED, transfer.upload_concurrency, room, self._upload_one)
+
+    async def _upload_one(self, rec: BatchRecord) -> None:
         try:
             path = Path(rec.source)
             if not await self._unchanged(rec, path):
@@ -472,10 +496,6 @@ class Engine:
             rec.last_error = str(exc)
             self._set(rec, Stage.VALIDATED, f"upload failed: {exc}; will try again", Level.WARNING)
             await self._sleep(5.0)
-        finally:
-            self._busy.discard(rec.batch_id)
-            limit.release()
-            self._wake()
 
     # ---- creates -------------------------------------------------------------------------------
 
@@ -744,27 +764,11 @@ class Engine:
     # ---- downloads -----------------------------------------------------------------------------
 
     async def _download_loop(self) -> None:
-        limit = asyncio.Semaphore(max(1, self.settings.transfer.download_concurrency))
-        tasks: set[asyncio.Task[None]] = set()
-        try:
-            while not self._stop.is_set():
-                for rec in self._first_in(Stage.SUCCEEDED, len(self._busy) + 64):
-                    if limit.locked():
-                        break
-                    if rec.batch_id in self._busy:
-                        continue
-                    await limit.acquire()
-                    self._busy.add(rec.batch_id)
-                    task = asyncio.create_task(self._download_one(rec, limit))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await self._wait_change(1.0)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        transfer = self.settings.transfer
+        await self._worker_pool(Stage.SUCCEEDED, transfer.download_concurrency, lambda: transfer.download_concurrency,
+                                self._download_one)
 
-    async def _download_one(self, rec: BatchRecord, limit: asyncio.Semaphore) -> None:
+    async def _download_one(self, rec: BatchRecord) -> None:
         assert self.settings.output_dir is not None
         final = self.settings.output_dir / result_file_name(rec.batch_id)
         temporary = final.with_name(f".{final.name}.part")
@@ -799,9 +803,6 @@ class Engine:
             with contextlib.suppress(OSError):
                 if temporary.exists():
                     os.unlink(temporary)
-            self._busy.discard(rec.batch_id)
-            limit.release()
-            self._wake()
 
     # ---- checkpoint ----------------------------------------------------------------------------
 
