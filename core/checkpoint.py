@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,15 @@ from typing import Any
 import tomli_w
 
 from .crash_points import crash_point, crash_point_armed
-from .model import BatchRecord
+from .model import BatchRecord, HistoryEntry, Stage
 from .redact import KEY_VARIABLES, redact
 
 FORMAT = "gembatch-checkpoint"
 VERSION = 1
 REBUILD_HINT = "--rebuild-from-server"
 _TOML_END = "# end of gembatch checkpoint\n"  # TOML cut at a line boundary still parses; this tells us it was not
+_SNAPSHOT_PIECE = 1 << 20  # characters of batch lines per piece of a streamed JSON snapshot
+MIN_COMPACT_LINES = 2000  # by default a compaction waits for at least this many journal lines
 _LOCK_WAIT = 0.5  # seconds to wait for a lock whose holder is unknown or gone (a probe, a fresh holder)
 
 
@@ -122,11 +125,44 @@ def _freeze(record: BatchRecord) -> tuple[tuple[Any, ...], list[Any]]:
     return _read_fields(record), list(record.history)
 
 
-def _thaw(row: tuple[tuple[Any, ...], list[Any]]) -> BatchRecord:
-    values, history = row
-    record = BatchRecord(**dict(zip(_FIELD_NAMES, values, strict=True)))
-    record.history = history
-    return record
+_KNOWN_FIELDS = frozenset(_FIELD_NAMES)
+_STAGES = {stage.value: stage for stage in Stage}
+
+
+def _stage(value: Any) -> Stage:
+    """`Stage(value)` by a dict lookup (Enum's own call costs ~2 µs, and a big checkpoint has ~100k of them)."""
+    try:
+        return _STAGES[value]
+    except (KeyError, TypeError):
+        return Stage(value)  # raises the same ValueError as before
+
+
+def _values_dict(values: tuple[Any, ...], history: list[Any]) -> dict[str, Any]:
+    """What `BatchRecord.to_dict()` gives for these field values, ~3x faster (no dataclasses.fields per call)."""
+    out: dict[str, Any] = {}
+    for name, value in zip(_FIELD_NAMES, values, strict=True):
+        if value is None:
+            continue
+        if name == "stage":
+            value = str(value)
+        elif name == "history":
+            value = [{"at": h.at, "stage": str(h.stage), "note": h.note} for h in history]
+        out[name] = value
+    return out
+
+
+def _record_from_dict(data: dict[str, Any]) -> BatchRecord:
+    """`BatchRecord.from_dict`, with the same checks and errors, ~3x faster (loading 10,000 batches: ~0.3 s less)."""
+    unknown = data.keys() - _KNOWN_FIELDS
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    values = dict(data)
+    values["stage"] = _stage(values.get("stage", Stage.NEW))
+    values["history"] = [
+        HistoryEntry(float(h["at"]), _stage(h["stage"]), str(h.get("note", "")))
+        for h in values.get("history", [])
+    ]
+    return BatchRecord(**values)
 
 
 def _env_secrets() -> tuple[str, ...]:
@@ -135,7 +171,10 @@ def _env_secrets() -> tuple[str, ...]:
 
 def _record_dict(record: BatchRecord, secrets: tuple[str, ...]) -> dict[str, Any]:
     """`record.to_dict()` with the free-text fields redacted (the engine redacts too; this is the last guard)."""
-    data = record.to_dict()
+    return _redacted(_values_dict(_read_fields(record), record.history), secrets)
+
+
+def _redacted(data: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     if secrets:
         for key in ("last_error", "wait_reason"):
             if key in data:
@@ -169,9 +208,9 @@ def _is_number(value: Any) -> bool:
 class CheckpointStore:
     """Reads and writes one run's checkpoint: snapshot, journal, backup copy and lock."""
 
-    def __init__(self, path: Path, *, compact_every: int = 2000) -> None:
+    def __init__(self, path: Path, *, compact_every: int | None = None) -> None:
         self.path = Path(path)
-        self.compact_every = max(1, compact_every)
+        self.compact_every = compact_every  # None: adaptive (see needs_compaction)
         self.journal_path = self._sibling(".journal")
         self.journal_bak_path = self._sibling(".journal.bak")
         self.bak_path = self._sibling(".bak")
@@ -184,6 +223,8 @@ class CheckpointStore:
         self._durable_seq = 0  # last seq known to be on disk (journal fsynced or inside the snapshot)
         self._buffer: list[_Line] = []
         self._lines_since_rotation = 0
+        self._bytes_since_rotation = 0  # journal bytes (written or buffered) since the last snapshot
+        self._snapshot_size = 0  # bytes of the last snapshot written or loaded
         self._journal_fd: int | None = None
         self._journal_size = 0  # bytes of complete lines in the journal; anything beyond is cut on open
         self._buf_lock = threading.Lock()  # buffer and seq: held for microseconds only
@@ -204,8 +245,18 @@ class CheckpointStore:
 
     @property
     def needs_compaction(self) -> bool:
-        """True once the journal holds `compact_every` lines: the engine should `await compact(state)`."""
-        return self._lines_since_rotation >= self.compact_every
+        """True when the engine should `await compact(state)`.
+
+        With `compact_every` set: once the journal holds that many lines. By default: once it holds at least
+        MIN_COMPACT_LINES lines and at least as many bytes as the snapshot, so that the snapshot bytes written
+        per change stay flat however many batches the run has (a fixed line count rewrites a 10,000-batch
+        snapshot five times as often per change as a 2,000-batch one), and a restart replays at most about
+        a snapshot's worth of journal.
+        """
+        if self.compact_every is not None:
+            return self._lines_since_rotation >= max(1, self.compact_every)
+        return (self._lines_since_rotation >= MIN_COMPACT_LINES
+                and self._bytes_since_rotation >= self._snapshot_size)
 
     def load(self) -> RunState | None:
         """The snapshot with the journal replayed on top; None when there is no checkpoint yet. Writes nothing."""
@@ -238,12 +289,14 @@ class CheckpointStore:
             self._seq = self._durable_seq = max(last, main[-1].seq if main else 0)
             self._buffer = []
             self._lines_since_rotation = len(main)
+            self._bytes_since_rotation = main_size
         self._journal_size = main_size
         return state
 
     def _read_snapshot(self) -> tuple[RunState, int]:
         try:
             raw = self.path.read_bytes()
+            self._snapshot_size = len(raw)
         except OSError as exc:
             raise CheckpointError(
                 f"cannot read checkpoint {self.path}: {exc.strerror or exc}. {self._snapshot_way_out()}"
@@ -284,7 +337,7 @@ class CheckpointStore:
             try:
                 if not isinstance(item, dict):
                     raise ValueError("not a table")
-                record = BatchRecord.from_dict(item)
+                record = _record_from_dict(item)
             except (ValueError, TypeError, KeyError) as exc:
                 raise self._snapshot_damage(f"batch #{index} is unreadable ({exc})") from None
             if record.batch_id in state.records:
@@ -339,7 +392,7 @@ class CheckpointStore:
                     f"(was {self.path} replaced by an older copy?)")
             if "record" in obj:
                 try:
-                    record = BatchRecord.from_dict(obj["record"])
+                    record = _record_from_dict(obj["record"])
                 except (ValueError, TypeError, KeyError) as exc:
                     raise self._journal_damage(entry.path, entry.lineno, f"unreadable record ({exc})") from None
                 state.records[record.batch_id] = record
@@ -416,6 +469,7 @@ class CheckpointStore:
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
             self._buffer.append(_Line(self._seq, data))
             self._lines_since_rotation += 1
+            self._bytes_since_rotation += len(data)
 
     def _lock_for_loop(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -526,19 +580,33 @@ class CheckpointStore:
         return _Snapshot(header, rows, secrets, seq)
 
     def _encode(self, snapshot: _Snapshot) -> bytes:
-        batches = [_record_dict(_thaw(row), snapshot.secrets) for row in snapshot.rows]
+        return b"".join(self._encode_parts(snapshot))
+
+    def _encode_parts(self, snapshot: _Snapshot) -> Iterator[bytes]:
+        """The snapshot's bytes in pieces of about 1 MiB: a 10,000-batch JSON snapshot is never held whole
+        (holding it, its dicts and its text at once cost ~90 MB of peak memory). TOML comes in one piece."""
         if self._toml:
-            return (tomli_w.dumps({**snapshot.header, "batches": batches}) + _TOML_END).encode("utf-8")
+            batches = [_redacted(_values_dict(*row), snapshot.secrets) for row in snapshot.rows]
+            yield (tomli_w.dumps({**snapshot.header, "batches": batches}) + _TOML_END).encode("utf-8")
+            return
         # one batch per line: readable, greppable, and far smaller than an indented dump
         parts = ["{\n"]
         parts += [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n" for k, v in snapshot.header.items()]
-        if batches:
-            rows = ",\n".join("  " + json.dumps(b, ensure_ascii=False) for b in batches)
-            parts.append(f' "batches": [\n{rows}\n ]\n')
-        else:
-            parts.append(' "batches": []\n')
-        parts.append("}\n")
-        return "".join(parts).encode("utf-8")
+        if not snapshot.rows:
+            parts.append(' "batches": []\n}\n')
+            yield "".join(parts).encode("utf-8")
+            return
+        parts.append(' "batches": [\n')
+        size, last = 0, len(snapshot.rows) - 1
+        for index, row in enumerate(snapshot.rows):
+            line = json.dumps(_redacted(_values_dict(*row), snapshot.secrets), ensure_ascii=False)
+            parts.append(f"  {line},\n" if index < last else f"  {line}\n")
+            size += len(line)
+            if size >= _SNAPSHOT_PIECE:
+                yield "".join(parts).encode("utf-8")
+                parts, size = [], 0
+        parts.append(" ]\n}\n")
+        yield "".join(parts).encode("utf-8")
 
     def _write_compaction(self, snapshot: _Snapshot) -> None:
         with self._io_lock:
@@ -555,14 +623,17 @@ class CheckpointStore:
                     raise self._write_error(exc) from exc
                 raise
             # 2. the new snapshot, atomically; the old one is kept as P.bak
-            data = self._encode(snapshot)
             try:
                 fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     if crash_point_armed("mid-snapshot-write"):
+                        data = self._encode(snapshot)
                         _write_all(fd, data[: len(data) // 2])
                     crash_point("mid-snapshot-write")  # every pass counts (point:n is the n-th snapshot)
-                    _write_all(fd, data)
+                    written = 0
+                    for piece in self._encode_parts(snapshot):  # streamed: memory stays flat
+                        _write_all(fd, piece)
+                        written += len(piece)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -574,6 +645,7 @@ class CheckpointStore:
                     os.unlink(self._tmp_path)
                 raise self._write_error(exc) from exc
             self._durable_seq = max(self._durable_seq, snapshot.seq)
+            self._snapshot_size = written
             # 3. the journal so far becomes P.journal.bak; new lines start a fresh journal
             try:
                 self._drop_journal_fd()
@@ -588,6 +660,7 @@ class CheckpointStore:
                 ) from exc
             with self._buf_lock:
                 self._lines_since_rotation = len(self._buffer)
+                self._bytes_since_rotation = sum(len(line.data) for line in self._buffer)
 
     def _keep_backup(self) -> None:
         if not self.path.exists():

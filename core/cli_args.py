@@ -29,6 +29,9 @@ exit codes:
   3    the run finished, but some job ended FAILED, CANCELLED or EXPIRED, or an input file was rejected
   2    usage or configuration error (nothing was submitted)
   4    the estimated cost is over cost_limit_usd / --cost-limit-usd (nothing was submitted)
+  1    internal error (a bug): the message and traceback are printed without the API key; run the same
+       command again to resume from the checkpoint
+  129  hung up (SIGHUP: the terminal or SSH session went away), after the checkpoint was saved
   130  interrupted by SIGINT (Ctrl-C), after the checkpoint was saved
   143  terminated by SIGTERM, after the checkpoint was saved
 

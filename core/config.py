@@ -49,6 +49,7 @@ class RecoverySettings:
     """How ambiguous creates are settled."""
 
     ambiguous_grace: float = 60.0  # how long an ambiguous create may take to appear before we create again
+    result_gone_after: float = 900.0  # seconds a result file may answer 404 before it counts as gone
     stuck_after_hours: float | None = 24.0  # a job pending or running longer is flagged as stuck; None = never
     stuck_action: str = "wait"  # "wait" (flag only) or "resubmit" (cancel it and submit once more)
 
@@ -159,6 +160,7 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
     },
     "recovery": {
         "ambiguous_grace": _not_negative("ambiguous_grace", float),
+        "result_gone_after": _not_negative("result_gone_after", float),
         "stuck_after_hours": _not_negative("stuck_after_hours", float, zero_is_none=True),
         "stuck_action": _Key("stuck_action", str, choices=("wait", "resubmit")),
     },

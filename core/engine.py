@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .admission import Admission, Decision
-from .checkpoint import CheckpointStore, RunState
+from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
 from .config import Settings
 from .crash_points import crash_point
 from .events import (
@@ -61,6 +61,7 @@ _SERVER_END_STATES = {
 }
 _RETRYABLE_SERVER_ENDS = {Stage.FAILED, Stage.EXPIRED}
 _TRANSIENT_PAUSE = 2.0  # seconds before the creator tries again after a create that never left
+_DISK_PAUSE = 2.0  # seconds before trying again after the checkpoint could not be written (disk full, I/O)
 
 
 class Engine:
@@ -89,7 +90,8 @@ class Engine:
         self._cooling: Quota | None = None
         self._reuploads: dict[str, int] = {}
         self._busy: set[str] = set()  # batch ids an upload or download task is working on
-        self._side_tasks: set[asyncio.Task[None]] = set()  # e.g. keeping the partial results of an expired job
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._result_missing_since: dict[str, float] = {}  # e.g. keeping the partial results of an expired job
         self._ambiguous_since: dict[str, float] = {}
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
@@ -318,12 +320,14 @@ class Engine:
         if self._stop.is_set():
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._changed.wait()
         self._changed.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._stop.wait()
 
     def _log(self, level: Level, message: str, batch_id: str | None = None) -> None:
         self.bus.publish(LogLine(self.clock(), level, redact(message), batch_id))
@@ -480,7 +484,12 @@ class Engine:
                           Level.ERROR)
                 return
             self._set(rec, Stage.UPLOADING, f"uploading {rec.size_bytes} bytes")
-            await self.store.commit()
+            try:
+                await self.store.commit()
+            except CheckpointWriteError as exc:  # nothing was sent: back to the queue until the disk has room
+                self._set(rec, Stage.VALIDATED, f"upload held back: {exc}", Level.ERROR)
+                await self._sleep(_DISK_PAUSE)
+                return
             remote = await self.gateway.upload(path, upload_display_name(rec.sha256))
             crash_point("after-upload")
             if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
@@ -537,8 +546,15 @@ class Engine:
         rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
         rec.intent_at = self.clock()
         self._set(rec, Stage.CREATING, f"creating job {rec.display_name}")
+        try:
+            await self.store.commit()  # the intent is on disk before the create leaves
+        except CheckpointWriteError as exc:  # not on disk: the create must not leave
+            rec.display_name = None
+            rec.intent_at = None
+            self._set(rec, Stage.UPLOADED, f"create held back: {exc}", Level.ERROR)
+            await self._sleep(_DISK_PAUSE)
+            return
         self.admission.job_started(rec.batch_id, rec.est_tokens)
-        await self.store.commit()  # the intent is on disk before the create leaves
         crash_point("after-intent")
         self.admission.create_sent(self.clock(), rec.batch_id)
         assert rec.upload_name is not None
@@ -791,10 +807,15 @@ class Engine:
                           Level.ERROR)
                 return
             await asyncio.to_thread(move_into_place, temporary, final)
+            self._result_missing_since.pop(rec.batch_id, None)
             rec.result_path = str(final)
             self._set(rec, Stage.DOWNLOADED,
                       f"results saved: {check.succeeded} succeeded, {check.failed} failed requests")
         except GatewayError as exc:
+            if isinstance(exc, Permanent) and exc.code == 404 and self._result_gone(rec):
+                rec.result_name = None
+                self._handle_server_end(rec, Stage.EXPIRED, f"its result file is gone from the server ({exc})")
+                return
             rec.last_error = f"download failed: {exc}"
             self._emit(rec, f"download failed: {exc}; will try again")
             self._log(Level.WARNING, f"{rec.batch_id}: download failed: {exc}", rec.batch_id)
@@ -804,14 +825,27 @@ class Engine:
                 if temporary.exists():
                     os.unlink(temporary)
 
+    def _result_gone(self, rec: BatchRecord) -> bool:
+        """True once a result file has answered 404 for longer than `result_gone_after` (a job may report
+        SUCCEEDED a moment before its file can be read)."""
+        first = self._result_missing_since.setdefault(rec.batch_id, self.clock())
+        if self.clock() - first < self.settings.recovery.result_gone_after:
+            return False
+        self._result_missing_since.pop(rec.batch_id, None)
+        return True
+
     # ---- checkpoint ----------------------------------------------------------------------------
 
     async def _checkpoint_loop(self) -> None:
         while not self._stop.is_set():
             await self._sleep(1.0)
             assert self.state is not None
-            if self.store.needs_compaction:
-                self.state.learned = self.admission.learned()
-                await self.store.compact(self.state)
-            else:
-                await self.store.commit()
+            try:
+                if self.store.needs_compaction:
+                    self.state.learned = self.admission.learned()
+                    await self.store.compact(self.state)
+                else:
+                    await self.store.commit()
+            except CheckpointWriteError as exc:  # the changes stay in memory; creates wait for a commit that works
+                self._log(Level.ERROR, f"{exc}; trying again in {_DISK_PAUSE:.0f}s")
+                await self._sleep(_DISK_PAUSE)

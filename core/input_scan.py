@@ -9,6 +9,7 @@ import math
 import os
 import re
 import stat
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -126,7 +127,7 @@ class _Scan:
         self.size = 0
         self.requests = 0
         self.tokens = 0
-        self.first_seen: dict[str, int] = {}
+        self.keys = _KeyHashes()
 
     def run(self, stream: BinaryIO) -> ScannedFile | Rejection:
         # One line at a time: memory is bounded by the longest line, not the file.
@@ -159,9 +160,10 @@ class _Scan:
             raise _LineProblem("missing 'key'")
         if not isinstance(key, str) or not key:
             raise _LineProblem(f"'key' must be a non-empty string, got {_json_type(key, empty_str=True)}")
-        first = self.first_seen.setdefault(key, line_no)
-        if first != line_no:
-            raise _LineProblem(f"duplicate key {key!r} (first seen on line {first})")
+        if not self.keys.add(key):  # seen before, or a hash collision: read back to find the first line
+            first = _first_line_with_key(self.path, key, line_no)
+            if first is not None:
+                raise _LineProblem(f"duplicate key {key!r} (first seen on line {first})")
         request = obj.get("request", _MISSING)
         if request is _MISSING:
             raise _LineProblem("missing 'request'")
@@ -172,6 +174,64 @@ class _Scan:
 
 
 _MISSING = object()
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class _KeyHashes:
+    """The keys seen so far, as 64-bit hashes in an open-addressing table of 8-byte slots (at most 2/3 full).
+
+    About 16 bytes a key instead of ~120 for a dict of key strings: the keys of a 1 GiB file of 1 KB lines (a
+    million keys) cost ~16 MB, not ~130 MB. `add` answers False when the hash was there already: a duplicate
+    key, or (about once in 10^7 files of a million keys) two keys whose hashes collide; the caller tells them
+    apart by reading the file back.
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._mask = len(self._slots) - 1
+        self._count = 0
+
+    def add(self, key: str) -> bool:
+        """Remember `key`; False when its hash was already there."""
+        h = (hash(key) & _U64) or 1  # 0 marks an empty slot
+        slots, mask = self._slots, self._mask
+        i = h & mask
+        while (seen := slots[i]) != 0:
+            if seen == h:
+                return False
+            i = (i + 1) & mask
+        slots[i] = h
+        self._count += 1
+        if self._count * 3 > len(slots) * 2:
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._slots
+        slots = array("Q", bytes(16 * len(old)))
+        mask = len(slots) - 1
+        for h in old:
+            if h:
+                i = h & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = h
+        self._slots, self._mask = slots, mask
+
+
+def _first_line_with_key(path: Path, key: str, before: int) -> int | None:
+    """The first line before line `before` whose key is `key` (None: the hashes merely collided)."""
+    with path.open("rb", buffering=_READ_BUFFER) as stream:
+        for line_no, raw in enumerate(stream, start=1):
+            if line_no >= before:
+                break
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("key") == key:
+                return line_no
+    return None
 
 
 def _strip_newline(raw: bytes) -> bytes:

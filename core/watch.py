@@ -102,7 +102,8 @@ class CheckpointWatcher:
         while not self._stop.is_set():
             await self.poll_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+                async with asyncio.timeout(self.interval):  # not wait_for: on 3.11 it can swallow a cancellation
+                    await self._stop.wait()
 
     def stop(self) -> None:
         """Make `run()` return after the current reload."""
