@@ -36,6 +36,13 @@ class Decision:
     retry_at: float | None = None
 
 
+_SHORT_QUOTA = {  # fits the uploads pane at 80 columns
+    Quota.ENQUEUED_TOKENS: "tokens",
+    Quota.CONCURRENT_JOBS: "job cap",
+    Quota.CREATES_PER_MINUTE: "creates/min",
+    Quota.UNKNOWN: "429",
+    None: "429",
+}
 ADMIT = Decision(True)
 
 
@@ -189,7 +196,7 @@ class Admission:
         """May a create of a job of `tokens` estimated tokens go now?"""
         self._expire(now)
         if self._cool_until is not None:
-            return Decision(False, f"cool-down ({self._cool_quota}) to {_clock(self._cool_until)}",
+            return Decision(False, f"cooling ({_SHORT_QUOTA[self._cool_quota]}) to {_clock(self._cool_until)}",
                             self._cool_quota, self._cool_until)
         jobs = len(self._jobs)
         if jobs == 0:  # nothing of ours to wait for: let the server judge (a job above the budget never starves)

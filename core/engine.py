@@ -528,6 +528,7 @@ class Engine:
                 self._mark_waiting(decision.reason)
                 await self._wait_change(self._wait_for(decision, now))
                 continue
+            self._mark_waiting(None)  # creates flow again: no stale reason stays on the waiting uploads
             await self._create_one(rec)
 
     def _wait_for(self, decision: Decision, now: float) -> float:

@@ -99,7 +99,7 @@ def test_cool_down_blocks_everything_until_its_deadline() -> None:
     assert until == T0 + 25
     decision = adm.decide(10, T0 + 10)
     assert not decision.admit
-    assert decision.reason == f"cool-down (creates-per-minute) to {clock(T0 + 25)}"
+    assert decision.reason == f"cooling (creates/min) to {clock(T0 + 25)}"
     assert decision.quota is Quota.CREATES_PER_MINUTE
     assert decision.retry_at == T0 + 25
     assert adm.cool_down_until == T0 + 25 and adm.cool_down_quota is Quota.CREATES_PER_MINUTE
