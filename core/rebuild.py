@@ -83,7 +83,8 @@ class RebuildReport:
         out = [f"moved {old} aside to {new}" for old, new in self.moved]
         if self.old_checkpoint_loaded:
             out.append("the old checkpoint was readable; rebuilt from the server all the same, as asked")
-        origin = "reused from the job names on the server" if self.reused_run_id else "new: no job of ours matched"
+        origin = ("reused from the job names on the server" if self.reused_run_id
+                  else "no job on the server matched the input files")
         out.append(f"rebuilt run {self.run_id} ({origin}): {self.jobs_adopted} job(s) and "
                    f"{self.uploads_adopted} upload(s) adopted; "
                    + ", ".join(f"{stage} {n}" for stage, n in sorted(self.stages.items())))
