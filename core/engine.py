@@ -38,6 +38,7 @@ from .gateway import Ambiguous, Gateway, GatewayError, Permanent, RateLimited, R
 from .input_scan import Rejection, list_input_files, scan_file
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
+from .poll_schedule import PollSchedule
 from .redact import redact
 from .results import check_results, move_into_place
 from .workflow.cost import check_cost_limit
@@ -90,8 +91,9 @@ class Engine:
         self._cooling: Quota | None = None
         self._reuploads: dict[str, int] = {}
         self._busy: set[str] = set()  # batch ids an upload or download task is working on
-        self._side_tasks: set[asyncio.Task[None]] = set()
-        self._result_missing_since: dict[str, float] = {}  # e.g. keeping the partial results of an expired job
+        self._side_tasks: set[asyncio.Task[None]] = set()  # e.g. keeping the partial results of an expired job
+        self._result_missing_since: dict[str, float] = {}
+        self._poll_schedule = PollSchedule(settings.poll_interval)
         self._ambiguous_since: dict[str, float] = {}
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
@@ -661,7 +663,8 @@ class Engine:
                     await self._poll(active)
                 except GatewayError as exc:
                     self._log(Level.WARNING, f"poll failed: {exc}")
-            await self._sleep(self.settings.poll_interval)
+            in_flight = [rec.batch_id for rec in self._records_in(Stage.PENDING, Stage.RUNNING)]
+            await self._sleep(self._poll_schedule.delay(in_flight, self.clock()))
 
     async def _poll(self, active: dict[str, BatchRecord]) -> None:
         """One cycle: batches.list pages until every active job was seen, then a get for the rest."""
@@ -713,6 +716,7 @@ class Engine:
 
     def _apply_job(self, rec: BatchRecord, job: RemoteJob, note: str | None = None) -> None:
         """Bring a record in line with what the server says about its job."""
+        self._poll_schedule.observe(rec.batch_id, job, self.clock())
         changed = rec.job_state != job.state
         rec.job_state = job.state
         for attr, value in (("succeeded_count", job.succeeded), ("failed_count", job.failed),
