@@ -6,6 +6,7 @@ Calls that are safe to repeat (get, list, download, upload) are retried here wit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -14,13 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
-import httpx2
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +28,10 @@ from tenacity import (
 
 from .events import Quota
 
+if TYPE_CHECKING:
+    from google.genai import errors as genai_errors
+    from google.genai import types
+
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1beta"
@@ -38,6 +39,32 @@ JSONL_MIME = "application/jsonl"
 LIST_PAGE_SIZE = 100
 
 T = TypeVar("T")
+
+
+def _import_sdk() -> None:
+    """Import google-genai and its HTTP client (~0.5 s): deferred to the first API call, so that a restart loads
+    its checkpoint (and the TUI paints) without waiting for it, and done in a worker thread by `Gateway._ready`."""
+    import httpx2  # noqa: F401
+    from google import genai  # noqa: F401
+    from google.genai import errors, types  # noqa: F401
+
+
+def _types() -> Any:
+    from google.genai import types
+
+    return types
+
+
+def _errors() -> Any:
+    from google.genai import errors
+
+    return errors
+
+
+def _httpx() -> Any:
+    import httpx2
+
+    return httpx2
 
 
 class GatewayError(Exception):
@@ -273,6 +300,7 @@ def _translate(exc: BaseException, *, may_have_taken_effect: bool) -> GatewayErr
     """Map an SDK or transport exception onto the engine's error kinds."""
     if isinstance(exc, GatewayError):
         return exc
+    genai_errors, httpx2 = _errors(), _httpx()
     if isinstance(exc, genai_errors.APIError):
         code = int(exc.code or 0)
         message = f"{code} {exc.status or ''}: {_short(exc.message)}".strip()
@@ -326,22 +354,46 @@ class Gateway:
         self._max_retries = max(1, max_retries)
         self._retry_max_wait = retry_max_wait
         self.on_retry = on_retry
+        self._base_url = base_url
+        self._api_key: str | None = api_key  # handed to the SDK client when it is made, then dropped
+        self._http: Any = None
+        self._client: Any = None
+
+    def _make_client(self) -> None:
+        import httpx2
+        from google import genai
+        from google.genai import types
+
         # Our own httpx2 client: the same transport with or without aiohttp installed
         # (the aiohttp path re-sends a request after a dropped connection, which could duplicate a create).
-        self._http = httpx2.AsyncClient(timeout=timeout, follow_redirects=True)
+        self._http = httpx2.AsyncClient(timeout=self._timeout, follow_redirects=True)
         options = types.HttpOptions(
             api_version=API_VERSION,
-            timeout=int(timeout * 1000),
+            timeout=int(self._timeout * 1000),
             httpx_async_client=self._http,
         )
-        if base_url:
-            options.base_url = base_url
-        self._client = genai.Client(api_key=api_key, http_options=options)
-        self._aio = self._client.aio
+        if self._base_url:
+            options.base_url = self._base_url
+        self._client = genai.Client(api_key=self._api_key, http_options=options)
+        self._api_key = None
+
+    @property
+    def _aio(self) -> Any:
+        if self._client is None:
+            self._make_client()
+        return self._client.aio
+
+    async def _ready(self) -> None:
+        """Make the SDK client on first use, its import in a worker thread (the event loop keeps running)."""
+        if self._client is None:
+            await asyncio.to_thread(_import_sdk)
+            if self._client is None:
+                self._make_client()
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _safe(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run a call that is safe to repeat, retrying transient failures and 429s with backoff."""
@@ -352,6 +404,7 @@ class Gateway:
             if self.on_retry is not None:
                 self.on_retry(f"{what}: {exc}; retry {state.attempt_number} in {wait:.1f}s")
 
+        await self._ready()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries),
             wait=_WaitForServerHint(initial=1.0, max=self._retry_max_wait, jitter=1.0),
@@ -375,7 +428,7 @@ class Gateway:
         async def call() -> RemoteFile:
             uploaded = await self._aio.files.upload(
                 file=str(path),
-                config=types.UploadFileConfig(display_name=display_name, mime_type=JSONL_MIME),
+                config=_types().UploadFileConfig(display_name=display_name, mime_type=JSONL_MIME),
             )
             return _remote_file(uploaded)
 
@@ -397,7 +450,7 @@ class Gateway:
         """Every file of the project (paged)."""
 
         async def call() -> list[RemoteFile]:
-            pager = await self._aio.files.list(config=types.ListFilesConfig(page_size=100))
+            pager = await self._aio.files.list(config=_types().ListFilesConfig(page_size=100))
             return [_remote_file(f) async for f in pager]
 
         return await self._safe("list files", call)
@@ -422,6 +475,8 @@ class Gateway:
 
     async def create(self, file_name: str, display_name: str) -> RemoteJob:
         """Create a batch job from an uploaded file: sent exactly once, never retried here."""
+        await self._ready()
+        types = _types()
         config = types.CreateBatchJobConfig(
             display_name=display_name,
             http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1)),
