@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-FAKE_KEY = "AIzaFAKE-benchmark-key-0123456789-not-real"
+FAKE_KEY = "FAKEKEY-gembatch-benchmark-0123456789-not-real"
 
 # the order of the sections in docs/benchmarks.md
 SECTIONS = ("quota_efficiency", "scale", "uploads", "polling", "tui_rows")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FAKE_KEY = "AIzaFAKE-test-key-0123456789-not-real"
+FAKE_KEY = "FAKEKEY-gembatch-test-0123456789-not-real"
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 from ..conftest import FAKE_KEY
 from .support import FIGURES, Workspace, judge, tail, write_inputs
 
-OTHER_KEY = "AIzaFAKE-google-api-key-variable-987654"  # GOOGLE_API_KEY wins over GEMINI_API_KEY when both are set
+# GOOGLE_API_KEY wins over GEMINI_API_KEY when both are set
+OTHER_KEY = "FAKEKEY-gembatch-google-api-key-variable-987654"
 
 _PATCHED_RUN = """
 import os, sys
