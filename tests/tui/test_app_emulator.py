@@ -90,13 +90,14 @@ async def test_countdown_appears_after_a_429_and_ends(tmp_path: Path, emulator) 
     paths = write_batch_files(tmp_path / "in", files=6, requests=10, pad=20)
     one_job = sum(-(-len(line) // 4) for line in paths[0].read_bytes().splitlines() if line.strip())
     emulator.settings.enqueued_token_limit = int(one_job * 2.5)
-    emulator.settings.running_seconds = 1.0
+    emulator.settings.running_seconds = 3.0  # a job ending ends a token cool-down early: keep it on screen a while
     settings = engine_settings(tmp_path, emulator.base_url)
     settings.admission.cool_down_seconds = 2.0
     settings.admission.cool_down_max_seconds = 4.0
     app = make_app(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.countdown.until is not None, 30, "a cool-down")
+        # wait for the drawn screen, not the pane's attribute: the frame comes a moment later
+        await wait_until(pilot, lambda: "COOLING DOWN" in screen_text(app), 30, "a cool-down on screen")
         text = screen_text(app)
         assert "COOLING DOWN" in text
         assert "enqueued-tokens" in text
