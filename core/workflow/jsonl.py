@@ -7,7 +7,6 @@ when all of them are complete, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES, natural_key
+from ..input_scan import _LineProblem as _ScanProblem
+from ..input_scan import _parse_object as _scan_line
 from .common import WorkflowError, fsync_dir
 
 _READ_BUFFER = 1024 * 1024
@@ -62,22 +63,11 @@ def json_type(value: object) -> str:
 
 
 def parse_object(body: bytes, line_no: int) -> dict[str, object]:
-    """The line as a JSON object, checked as the engine's input scan checks it; raises LineProblem."""
-    if line_no == 1 and body.startswith(_BOM):
-        raise LineProblem("file starts with a UTF-8 byte order mark (BOM); save it without one")
+    """The line as a JSON object, checked exactly as the engine's input scan checks it; raises LineProblem."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LineProblem(f"invalid UTF-8 at byte offset {exc.start} of the line") from None
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise LineProblem(f"bad JSON: {exc.msg} (column {exc.colno})") from None
-    except RecursionError:
-        raise LineProblem("bad JSON: nested too deeply") from None
-    if not isinstance(value, dict):
-        raise LineProblem(f"line is not a JSON object, got {json_type(value)}")
-    return value
+        return _scan_line(body, line_no)
+    except _ScanProblem as exc:
+        raise LineProblem(str(exc)) from None
 
 
 def request_key(obj: dict[str, object]) -> str:
