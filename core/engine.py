@@ -35,7 +35,7 @@ from .events import (
 )
 from .exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_OVER_COST_LIMIT
 from .gateway import Ambiguous, Gateway, GatewayError, Permanent, RateLimited, RemoteJob, Transient
-from .input_scan import Rejection, list_input_files, scan_file
+from .input_scan import Rejection, list_input_files, scan_file, stat_inputs
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
 from .poll_schedule import PollSchedule
@@ -216,6 +216,10 @@ class Engine:
         assert self.state is not None and self.settings.input_dir is not None
         paths = await asyncio.to_thread(list_input_files, self.settings.input_dir)
         known = self.state.records
+        # After a crash thousands of inputs may be VALIDATED: one thread hop stats them all, not one hop each.
+        validated = [path for path in paths if (rec := known.get(path.name[: -len(".jsonl")])) is not None
+                     and rec.stage is Stage.VALIDATED]
+        stats = await asyncio.to_thread(stat_inputs, validated)
         ordered: dict[str, BatchRecord] = {}
         for path in paths:
             batch_id = path.name[: -len(".jsonl")]
@@ -223,7 +227,7 @@ class Engine:
             if rec is not None and rec.stage not in (Stage.NEW, Stage.VALIDATED, Stage.REJECTED):
                 ordered[batch_id] = rec  # its upload or job exists: never re-read it under us
                 continue
-            if rec is not None and rec.stage is Stage.VALIDATED and await self._unchanged(rec, path):
+            if rec is not None and rec.stage is Stage.VALIDATED and _same_file(rec, stats.get(path)):
                 ordered[batch_id] = rec
                 continue
             scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte)
@@ -235,10 +239,9 @@ class Engine:
                 rec.note(self.clock(), str(scanned))
                 self._log(Level.ERROR, f"rejected {scanned}", batch_id)
             else:
-                stat = path.stat()
                 rec.source = str(path)
                 rec.size_bytes = scanned.size_bytes
-                rec.mtime_ns = stat.st_mtime_ns
+                rec.mtime_ns = scanned.mtime_ns
                 rec.sha256 = scanned.sha256
                 rec.request_count = scanned.request_count
                 rec.est_tokens = scanned.est_tokens
@@ -253,11 +256,8 @@ class Engine:
         self.state.records = ordered
 
     async def _unchanged(self, rec: BatchRecord, path: Path) -> bool:
-        try:
-            stat = await asyncio.to_thread(path.stat)
-        except OSError:
-            return False
-        return stat.st_size == rec.size_bytes and stat.st_mtime_ns == rec.mtime_ns
+        stats = await asyncio.to_thread(stat_inputs, [path])
+        return _same_file(rec, stats[path])
 
     async def run(self) -> int:
         """Run until every batch has ended or a stop is requested; returns the exit code."""
@@ -355,6 +355,7 @@ class Engine:
         self._emit(rec, note)
         self._log(level, f"{rec.batch_id}: {note}", rec.batch_id)
         if previous.job_in_flight and not stage.job_in_flight:
+            self._poll_schedule.forget(rec.batch_id)
             self.admission.job_ended(rec.batch_id)
             self._after_admission_change()
 
@@ -854,3 +855,8 @@ class Engine:
             except CheckpointWriteError as exc:  # the changes stay in memory; creates wait for a commit that works
                 self._log(Level.ERROR, f"{exc}; trying again in {_DISK_PAUSE:.0f}s")
                 await self._sleep(_DISK_PAUSE)
+
+
+def _same_file(rec: BatchRecord, stat: os.stat_result | None) -> bool:
+    """True when the input file still has the size and mtime it had when it was validated."""
+    return stat is not None and stat.st_size == rec.size_bytes and stat.st_mtime_ns == rec.mtime_ns

@@ -37,6 +37,11 @@ class PollSchedule:
         else:
             self._seen_at.setdefault(batch_id, now)
 
+    def forget(self, batch_id: str) -> None:
+        """The batch's job left flight without an ended poll (cancelled, requeued): a next job starts afresh."""
+        self._seen_at.pop(batch_id, None)
+        self._check_at.pop(batch_id, None)
+
     def delay(self, in_flight: list[str], now: float) -> float:
         """Seconds until the next poll, for the batch ids whose jobs are in flight."""
         interval = self.interval

@@ -17,6 +17,7 @@ from gembatch.core.input_scan import (
     list_input_files,
     scan_file,
     sha256_of,
+    stat_inputs,
 )
 
 
@@ -47,6 +48,31 @@ def test_good_file(tmp_path: Path) -> None:
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert result.request_count == 5
     assert result.est_tokens == sum(math.ceil(len(x.encode()) / 4) for x in lines)
+
+
+def test_mtime_is_taken_before_the_read_so_a_change_during_the_scan_shows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "part_1.jsonl", line("a"), line("b"))
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    check_line = input_scan._Scan._check_line
+
+    def touch_then_check(self: input_scan._Scan, body: bytes, line_no: int) -> None:
+        if line_no == 1:
+            os.utime(path, ns=(2_000_000_000, 2_000_000_000))  # someone edits the file while we read it
+        check_line(self, body, line_no)
+
+    monkeypatch.setattr(input_scan._Scan, "_check_line", touch_then_check)
+    result = scan_file(path)
+    assert isinstance(result, ScannedFile)
+    assert result.mtime_ns == 1_000_000_000  # so the check before upload sees 2_000_000_000 and refuses it
+
+
+def test_stat_inputs_gives_none_for_a_path_that_cannot_be_stat_ed(tmp_path: Path) -> None:
+    good = write(tmp_path / "a.jsonl", line("a"))
+    gone = tmp_path / "gone.jsonl"
+    stats = stat_inputs([good, gone])
+    assert stats[gone] is None
+    assert stats[good] is not None and stats[good].st_size == good.stat().st_size
 
 
 def test_token_estimate_uses_the_factor_per_line(tmp_path: Path) -> None:

@@ -29,3 +29,13 @@ def test_a_slow_job_is_looked_at_with_a_backoff_never_closer_than_interval_over_
     assert schedule.delay(["b"], now=12.0) == 1.5  # 0.3 s left, but early polls are at least interval/20 apart
     assert schedule.delay(["b"], now=40.0) == 7.5  # past its predicted end: a quarter of its age (30 s)
     assert schedule.delay([], now=40.0) == 30.0
+
+
+def test_a_job_that_left_flight_without_an_end_is_forgotten_so_its_next_job_starts_afresh() -> None:
+    schedule = PollSchedule(interval=30.0)
+    schedule.observe("a", job("JOB_STATE_SUCCEEDED", create=0.0, end=10.0), now=10.0)  # jobs take 10 s
+    schedule.observe("b", job("JOB_STATE_RUNNING"), now=10.0)
+    schedule.forget("b")  # cancelled and requeued; its next job is seen at 50
+    schedule.observe("b", job("JOB_STATE_PENDING"), now=50.0)
+    # predicted from the new job's start (50 + 10 + 0.3), not the old one's (which would back off by age)
+    assert abs(schedule.delay(["b"], now=50.0) - 10.3) < 1e-9

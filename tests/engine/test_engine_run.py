@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gembatch.core.engine as engine_module
 import pytest
 from gembatch.core.engine import RunRefused
 from gembatch.core.events import BatchChanged, Event
@@ -149,3 +150,37 @@ async def test_a_run_over_its_cost_limit_submits_nothing(tmp_path: Path, emulato
     assert "over the cost limit" in str(refused.value) and "nothing was submitted" in str(refused.value)
     assert any("over the cost limit" in line for line in recorder.lines())
     assert emulator.journal() == []
+
+
+async def test_a_restart_rehashes_only_the_validated_inputs_whose_size_or_mtime_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_batch_files(tmp_path / "in", files=3, requests=4)
+    settings = engine_settings(tmp_path, "http://127.0.0.1:9")  # prepare() sends nothing
+    settings.output_dir.mkdir(parents=True)
+
+    async def prepare_once() -> dict[str, str]:
+        engine = build_engine(settings, FAKE_KEY)
+        engine.store.acquire_lock()
+        try:
+            await engine.prepare()
+            await engine.store.commit()
+            assert all(rec.stage is Stage.VALIDATED for rec in engine.records.values())
+            return {batch_id: rec.sha256 for batch_id, rec in engine.records.items()}
+        finally:
+            engine.store.release_lock()
+            await engine.gateway.aclose()
+
+    first = await prepare_once()
+    edited = sorted((tmp_path / "in").iterdir())[1]
+    with edited.open("a", encoding="utf-8") as stream:  # one more request: size and mtime change
+        stream.write(json.dumps({"key": "added", "request": {"contents": [{"parts": [{"text": "new"}]}]}}) + "\n")
+    scanned: list[str] = []
+    real_scan = engine_module.scan_file
+    monkeypatch.setattr(engine_module, "scan_file", lambda path, *a: scanned.append(path.name) or real_scan(path, *a))
+
+    second = await prepare_once()
+
+    assert scanned == [edited.name]
+    changed = edited.name.removesuffix(".jsonl")
+    assert second[changed] != first[changed]
+    assert {k: v for k, v in second.items() if k != changed} == {k: v for k, v in first.items() if k != changed}
