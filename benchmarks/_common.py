@@ -37,7 +37,7 @@ _TITLES = {
 }
 _PLACEHOLDERS = {
     "tui_rows": (
-        "Not measured here yet. `benchmarks/tui_rows.py` (written by the TUI engineer) measures the TUI with\n"
+        "Not measured here yet. `benchmarks/tui_rows.py` measures the TUI with\n"
         "10,000 rows: time to first paint, time from an engine event to the changed cell on screen (target\n"
         "under 100 ms), CPU while idle with the countdown ticking (target under 2 % of a core) and bytes written\n"
         "to the terminal per second while idle. Run `python benchmarks/tui_rows.py`; it replaces this section.\n"

@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py [--quick] [--no-doc] [--only NAME ...]
 
-`tui_rows.py` (the TUI at 10,000 rows, written by the TUI engineer) runs too when it exists.
+`tui_rows.py` measures the TUI at 10,000 rows (in process and in a pseudo-terminal).
 """
 
 from __future__ import annotations

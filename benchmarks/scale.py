@@ -127,19 +127,14 @@ def child_run(root: Path, base_url: str, stop_after: int | None) -> dict:
     }
 
 
-def child_restart(root: Path, base_url: str, spawned_at: float, proposed: bool) -> dict:
+def child_restart(root: Path, base_url: str, spawned_at: float) -> dict:
     """Import, build the engine, take the lock, load the checkpoint: time from process start to ready."""
     imported = time.time()
     from gembatch.core.headless import build_engine
 
     settings = _settings(root, base_url)
     built_at = time.time()
-    if proposed:
-        from _proposals import build_proposed_engine, use_proposed_restart_changes
-
-        engine = build_proposed_engine(settings, FAKE_KEY, use_proposed_restart_changes())
-    else:
-        engine = build_engine(settings, FAKE_KEY)
+    engine = build_engine(settings, FAKE_KEY)
 
     async def go() -> float:
         engine.store.acquire_lock()
@@ -180,32 +175,28 @@ def measure(files: int, requests: int, kill_at: float | None) -> dict:
             run = run_child([__file__, "--child", "run", "--root", str(root), "--base-url", emu.base_url])
             print(f"  run: {run['elapsed']:.1f} s, exit {run['code']}, {run['batch_changed']} state changes, "
                   f"CPU {run['cpu']:.1f} s, peak RSS {run['maxrss_mb']:.0f} MB", flush=True)
-            restart = _best_restart(root, emu.base_url, False)
-            restart_p = _best_restart(root, emu.base_url, True)
+            restart = _best_restart(root, emu.base_url)
             print(f"  restart from the finished checkpoint: {restart['from_spawn']:.2f} s from spawn "
-                  f"(prepare {restart['prepare']:.2f} s, imports {restart['imports']:.2f} s); with the proposed "
-                  f"engine changes {restart_p['from_spawn']:.2f} s", flush=True)
-        crash = crash_p = None
+                  f"(prepare {restart['prepare']:.2f} s, imports {restart['imports']:.2f} s)", flush=True)
+        crash = None
         if kill_at is not None:
-            crash, crash_p = _crash_restart(root, files, requests, kill_at)
+            crash = _crash_restart(root, files, requests, kill_at)
             print(f"  restart after SIGKILL at {kill_at:.0%} of the files: {crash['from_spawn']:.2f} s from spawn "
-                  f"(prepare {crash['prepare']:.2f} s, journal {crash['journal_bytes'] / 1e6:.1f} MB); with the "
-                  f"proposed engine changes {crash_p['from_spawn']:.2f} s", flush=True)
-    return {"files": files, "run": run, "restart": restart, "crash": crash, "restart_p": restart_p,
-            "crash_p": crash_p}
+                  f"(prepare {crash['prepare']:.2f} s, journal {crash['journal_bytes'] / 1e6:.1f} MB)", flush=True)
+    return {"files": files, "run": run, "restart": restart, "crash": crash}
 
 
-def _restart(root: Path, base_url: str, proposed: bool) -> dict:
+def _restart(root: Path, base_url: str) -> dict:
     spawned = time.time()
     return run_child([__file__, "--child", "restart", "--root", str(root), "--base-url", base_url,
-                      "--spawned-at", repr(spawned)] + (["--proposed"] if proposed else []))
+                      "--spawned-at", repr(spawned)])
 
 
-def _best_restart(root: Path, base_url: str, proposed: bool, tries: int = 3) -> dict:
-    return min((_restart(root, base_url, proposed) for _ in range(tries)), key=lambda r: r["from_spawn"])
+def _best_restart(root: Path, base_url: str, tries: int = 3) -> dict:
+    return min((_restart(root, base_url) for _ in range(tries)), key=lambda r: r["from_spawn"])
 
 
-def _crash_restart(root: Path, files: int, requests: int, kill_at: float) -> tuple[dict, dict]:
+def _crash_restart(root: Path, files: int, requests: int, kill_at: float) -> dict:
     """A second run in a fresh folder, SIGKILLed part way; then a restart with its journal to replay."""
     crash_root = root / "crash"
     write_inputs(crash_root / "in", files, requests)
@@ -218,7 +209,7 @@ def _crash_restart(root: Path, files: int, requests: int, kill_at: float) -> tup
         if done.returncode != -signal.SIGKILL:
             sys.stderr.write(done.stderr[-3000:])
             raise RuntimeError(f"the run to be killed ended with {done.returncode}")
-        return _best_restart(crash_root, emu.base_url, False), _best_restart(crash_root, emu.base_url, True)
+        return _best_restart(crash_root, emu.base_url)
 
 
 def main() -> int:
@@ -233,14 +224,13 @@ def main() -> int:
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--spawned-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--proposed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     fake_key_env()
     if args.child == "run":
         print(json.dumps(child_run(Path(args.root), args.base_url, args.stop_after)))
         return 0
     if args.child == "restart":
-        print(json.dumps(child_restart(Path(args.root), args.base_url, args.spawned_at, args.proposed)))
+        print(json.dumps(child_restart(Path(args.root), args.base_url, args.spawned_at)))
         return 0
 
     sizes = args.files or ([1000] if args.quick else [1000, 10000])
@@ -279,9 +269,9 @@ def main() -> int:
             f"{ru['cpu']:.1f} s", f"{ru['cpu'] / max(1, ru['batch_changed']) * 1e6:.0f} µs",
             f"{ru['journal'] / 1e6:.1f} MB + {ru['snapshot'] / 1e6:.1f} MB ({ru['snapshots']} snapshots)",
             f"{per_event[r['files']] / 1024:.2f} KiB",
-            f"{rs['from_spawn']:.2f} s (prepare {rs['prepare']:.2f} s); proposed {r['restart_p']['from_spawn']:.2f} s",
+            f"{rs['from_spawn']:.2f} s (prepare {rs['prepare']:.2f} s)",
             (f"{r['crash']['from_spawn']:.2f} s (prepare {r['crash']['prepare']:.2f} s, journal "
-             f"{r['crash']['journal_bytes'] / 1e6:.1f} MB); proposed {r['crash_p']['from_spawn']:.2f} s")
+             f"{r['crash']['journal_bytes'] / 1e6:.1f} MB)")
             if r["crash"] else "",
         ])
     table = md_table(["files", "run time", "state changes", "peak RSS", "CPU", "CPU per state change",
@@ -294,8 +284,6 @@ def main() -> int:
          verdict(ok_bytes) if len(per_event) > 1 else "one size only"],
         [f"restart under {TARGET_RESTART_S:g} s", f"{restart['from_spawn']:.2f} s"
          + (f"; {big['crash']['from_spawn']:.2f} s after SIGKILL" if big["crash"] else ""), verdict(ok_restart)],
-        ["same, with the proposed engine changes (see Findings)", f"{big['restart_p']['from_spawn']:.2f} s"
-         + (f"; {big['crash_p']['from_spawn']:.2f} s after SIGKILL" if big["crash_p"] else ""), ""],
         ["CPU per state change (no target)", f"{cpu_per:.0f} µs", ""],
     ])
     intro = (
@@ -308,9 +296,7 @@ def main() -> int:
         "process imports the engine, takes the lock and awaits `engine.prepare()` (load the snapshot, replay the "
         "journal, list the input folder); the figure counts from the parent's spawn, best of 3. The SIGKILL "
         "restart runs the same workload in a fresh folder, kills the engine when half the files are downloaded "
-        "and restarts from what is on disk. \"proposed\": the same restart with the engine changes proposed in "
-        "`benchmarks/_proposals.py` (one thread hop for the stats of validated inputs in `_scan_inputs`, and a "
-        "faster `BatchRecord.copy`).")
+        "and restarts from what is on disk.")
     update_doc("scale", section_body("scale", intro, table + "\n\n" + targets, summary))
     return 0
 
