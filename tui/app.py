@@ -121,6 +121,7 @@ class MonitorApp(App[int]):
         self.summary = SummaryBar(id="summary")
         self.filter_bar = FilterBar(id="filter")
         self.grid = BatchGrid(clock, id="grid")
+        self._grid_title = ""
         self.countdown = CountdownPane(clock, id="countdown")
         self.uploads = UploadsPane(clock, id="uploads")
         self.log_pane = LogPane(id="log", secrets=self.secrets)
@@ -394,7 +395,9 @@ class MonitorApp(App[int]):
         if model.filter_text:
             title += f" of {len(model.records)} matching {model.filter_text!r}"
         title += f" · sorted by {model.sort_label}"
-        grid.border_title = title
+        if title != self._grid_title:  # setting a border title repaints the whole grid, even when it is the same
+            self._grid_title = title
+            grid.border_title = title
 
     def _tick(self) -> None:
         """Once a second: clocks, countdown, time left; fresh admission figures from a running engine."""

@@ -13,12 +13,12 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..grid_model import COLUMNS, ERROR_MIN, Column, GridModel, cell_text
+from ..grid_model import COLUMNS, ERROR_MIN, EXPIRY_STAGES, Column, GridModel, cell_text
 
 STAGE_TONE: dict[Stage, str] = {
     Stage.NEW: "muted",
@@ -134,12 +134,7 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         if in_place is None:
             self._after_rebuild()
             return
-        top = self.scroll_offset.y
-        height = self.size.height
-        for batch_id in in_place:
-            row = self.model.row_of[batch_id]
-            if top <= row < top + height:
-                self.refresh_line(row + 1)
+        self._refresh_rows(self.model.row_of[batch_id] for batch_id in in_place)
 
     def set_filter(self, text: str) -> None:
         """Show only rows whose name, stage, job or error holds `text`."""
@@ -165,11 +160,24 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         return True
 
     def tick(self, now: float) -> None:
-        """Called at 1 Hz: redraw only when the minute changes (the expiry column's resolution)."""
+        """Called at 1 Hz: when the minute (the expiry column's resolution) changes, redraw the rows showing one."""
         minute = int(now // 60)
-        if minute != self._minute:
-            self._minute = minute
-            self.refresh()
+        if minute == self._minute:
+            return
+        self._minute = minute
+        top = self.scroll_offset.y
+        view, records = self.model.view, self.model.records
+        self._refresh_rows(row for row in range(top, min(len(view), top + self.size.height))
+                           if _shows_expiry(records[view[row]]))
+
+    def _refresh_rows(self, rows: Iterable[int]) -> None:
+        """Redraw these rows (indexes into the view) where they are on screen; over SSH, only they are sent."""
+        top = self.scroll_offset.y
+        height = self.size.height
+        width = self.scrollable_content_region.width  # not the scrollbar: it has not changed
+        for row in rows:
+            if top <= row < top + height:
+                self.refresh(Region(0, row + 1 - top, width, 1))
 
     # ---- layout ----------------------------------------------------------------------------------
 
@@ -265,11 +273,12 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
     def _row_strip(self, row: int, base: Style) -> Strip:
         batch_id = self.model.view[row]
         is_cursor = row == self.cursor
-        key = (batch_id, self.model.version[batch_id], is_cursor, self._widths, self._minute)
+        rec = self.model.records[batch_id]
+        minute = self._minute if _shows_expiry(rec) else None
+        key = (batch_id, self.model.version[batch_id], is_cursor, self._widths, minute)
         cached = self._lines.get(key)
         if cached is not None:
             return cached
-        rec = self.model.records[batch_id]
         now = self.clock()
         row_style = base
         if is_cursor:
@@ -286,7 +295,7 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
             text = self._cell(cell_text(column.key, rec, now), column, width)
             style = tone if column.key == "stage" else error_style if column.key == "error" else row_style
             segments.append(Segment(text, style))
-        strip = Strip(segments)
+        strip = Strip(segments).simplify()  # one escape sequence per run of one style, not one per cell
         self._lines[key] = strip
         return strip
 
@@ -336,3 +345,8 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
             self._move_to(row)
             if event.chain >= 2:
                 self.action_open()
+
+
+def _shows_expiry(rec: BatchRecord) -> bool:
+    """True when the row's Expires cell counts down (so it changes each minute)."""
+    return rec.stage in EXPIRY_STAGES and rec.upload_expires_at is not None

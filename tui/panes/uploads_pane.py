@@ -44,9 +44,9 @@ class UploadsPane(Static):
         self.clock = clock
         self.waiting: dict[str, BatchRecord] = {}
         self._minute = int(clock() // 60)
+        self._title = ""
 
     def on_mount(self) -> None:
-        self.border_title = "Uploaded, not created"
         self._redraw()
 
     def apply(self, records: Iterable[BatchRecord]) -> None:
@@ -69,11 +69,14 @@ class UploadsPane(Static):
         minute = int(now // 60)
         if minute != self._minute and self.waiting:
             self._minute = minute
-            self._redraw()
+            self._redraw(layout=False)  # same rows, new times: no layout pass (it would repaint other panes)
 
-    def _redraw(self) -> None:
+    def _redraw(self, layout: bool = True) -> None:
         count = len(self.waiting)
-        self.border_title = f"Uploaded, not created ({count})"
+        title = f"Uploaded, not created ({count})"
+        if title != self._title:  # setting a border title repaints the whole pane, even when it is the same
+            self._title = title
+            self.border_title = title
         if not count:
             self.update(Text("none waiting", style=self.get_component_rich_style("uploads-pane--empty")))
             return
@@ -98,4 +101,4 @@ class UploadsPane(Static):
             table.add_row(*cells)
         if count > SHOWN_MAX:
             table.add_row(f"… {count - SHOWN_MAX} more")
-        self.update(table)
+        self.update(table, layout=layout)
