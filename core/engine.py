@@ -217,8 +217,8 @@ class Engine:
         paths = await asyncio.to_thread(list_input_files, self.settings.input_dir)
         known = self.state.records
         # After a crash thousands of inputs may be VALIDATED: one thread hop stats them all, not one hop each.
-        validated = [path for path in paths if (rec := known.get(path.name[: -len(".jsonl")])) is not None
-                     and rec.stage is Stage.VALIDATED]
+        validated = [path for path in paths
+                     if getattr(known.get(path.name[: -len(".jsonl")]), "stage", None) is Stage.VALIDATED]
         stats = await asyncio.to_thread(stat_inputs, validated)
         ordered: dict[str, BatchRecord] = {}
         for path in paths:
