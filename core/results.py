@@ -6,7 +6,7 @@ import json
 import os
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -127,44 +127,26 @@ def check_results(input_path: Path, result_path: Path) -> ResultCheck:
     counts = table.counts
     other_seen: set[str] = set()  # keys that are not in the input, seen so far (rare)
     duplicates: list[str] = []
-    unexpected: list[str] = []
-    succeeded = failed = lines = matched = 0
-    with result_path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            lines += 1
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                unexpected.append(f"<line {number}: not JSON>")
-                continue
-            key = item.get("key") if isinstance(item, dict) else None
-            if key is None:
-                unexpected.append(f"<line {number}: no key>")
-                continue
-            key = str(key)
-            if "error" in item:
-                failed += 1
-            else:
-                succeeded += 1
-            slot = table.find(key)
-            if slot < 0:
-                if key in other_seen:
-                    duplicates.append(key)
-                else:
-                    unexpected.append(key)
-                    other_seen.add(key)
-            elif counts[slot]:
+    tally = _ResultLines()
+    matched = 0
+    for key in tally.keys(result_path):
+        slot = table.find(key)
+        if slot < 0:
+            if key in other_seen:
                 duplicates.append(key)
-                counts[slot] = 2
             else:
-                counts[slot] = 1
-                matched += 1
+                tally.unexpected.append(key)
+                other_seen.add(key)
+        elif counts[slot]:
+            duplicates.append(key)
+            counts[slot] = 2
+        else:
+            counts[slot] = 1
+            matched += 1
     missing: list[str] = []
     if matched < table.keys:  # read the input again for the names of the keys no result line had
         missing = [key for key in _input_keys(input_path) if not counts[table.find(key)]]
-    return ResultCheck(lines, succeeded, failed, missing, unexpected, duplicates)
+    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates)
 
 
 def _check_exact(input_path: Path, result_path: Path) -> ResultCheck:
@@ -173,34 +155,48 @@ def _check_exact(input_path: Path, result_path: Path) -> ResultCheck:
     expected_set = set(expected)
     seen: set[str] = set()
     duplicates: list[str] = []
-    unexpected: list[str] = []
-    succeeded = failed = lines = 0
-    with result_path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            lines += 1
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                unexpected.append(f"<line {number}: not JSON>")
-                continue
-            key = item.get("key") if isinstance(item, dict) else None
-            if key is None:
-                unexpected.append(f"<line {number}: no key>")
-                continue
-            key = str(key)
-            if "error" in item:
-                failed += 1
-            else:
-                succeeded += 1
-            if key in seen:
-                duplicates.append(key)
-            elif key not in expected_set:
-                unexpected.append(key)
-            seen.add(key)
+    tally = _ResultLines()
+    for key in tally.keys(result_path):
+        if key in seen:
+            duplicates.append(key)
+        elif key not in expected_set:
+            tally.unexpected.append(key)
+        seen.add(key)
     missing = [k for k in expected if k not in seen]
-    return ResultCheck(lines, succeeded, failed, missing, unexpected, duplicates)
+    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates)
+
+
+@dataclass(slots=True)
+class _ResultLines:
+    """Counts of a result file's lines, and the unexpected entries in file order (lines with no key, or not
+    JSON, are added here; callers add the keys the input does not have)."""
+
+    lines: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unexpected: list[str] = field(default_factory=list)
+
+    def keys(self, result_path: Path) -> Iterator[str]:
+        """The key of each result line with one, in file order, counting every line on the way."""
+        with result_path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                self.lines += 1
+                try:
+                    item = json.loads(raw)
+                except ValueError:
+                    self.unexpected.append(f"<line {number}: not JSON>")
+                    continue
+                key = item.get("key") if isinstance(item, dict) else None
+                if key is None:
+                    self.unexpected.append(f"<line {number}: no key>")
+                    continue
+                if "error" in item:
+                    self.failed += 1
+                else:
+                    self.succeeded += 1
+                yield str(key)
 
 
 def move_into_place(temporary: Path, final: Path) -> None:
