@@ -125,7 +125,7 @@ def _env_secrets() -> tuple[str, ...]:
 
 def _record_dict(record: BatchRecord, secrets: tuple[str, ...]) -> dict[str, Any]:
     """`record.to_dict()` with the free-text fields redacted (the engine redacts too; this is the last guard)."""
-    return _redacted(values_dict(record_values(record), record.history), secrets)
+    return _redacted(record.to_dict(), secrets)
 
 
 def _redacted(data: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:

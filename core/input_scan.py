@@ -125,8 +125,8 @@ def _too_big(size: int) -> str:
     return f"file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (2 GiB)"
 
 
-class _LineProblem(Exception):
-    """A reason to reject the file at the current line."""
+class LineProblem(Exception):
+    """Why one line cannot be used (the caller adds the file and line number)."""
 
 
 class _Scan:
@@ -151,7 +151,7 @@ class _Scan:
                 return Rejection(self.path, None, _too_big(self.size))
             try:
                 self._check_line(_strip_newline(raw), line_no)
-            except _LineProblem as problem:
+            except LineProblem as problem:
                 return Rejection(self.path, line_no, str(problem))
         if self.requests == 0:
             return Rejection(self.path, None, "empty file: no request lines")
@@ -168,21 +168,21 @@ class _Scan:
     def _check_line(self, body: bytes, line_no: int) -> None:
         if not body.strip():
             return  # blank lines are allowed; they only count for line numbers
-        obj = _parse_object(body, line_no)
+        obj = parse_line_object(body, line_no)
         key = obj.get("key", _MISSING)
         if key is _MISSING:
-            raise _LineProblem("missing 'key'")
+            raise LineProblem("missing 'key'")
         if not isinstance(key, str) or not key:
-            raise _LineProblem(f"'key' must be a non-empty string, got {_json_type(key, empty_str=True)}")
+            raise LineProblem(f"'key' must be a non-empty string, got {json_type(key, empty_str=True)}")
         if not self.keys.add(key):  # seen before, or a hash collision: read back to find the first line
             first = _first_line_with_key(self.path, key, line_no)
             if first is not None:
-                raise _LineProblem(f"duplicate key {key!r} (first seen on line {first})")
+                raise LineProblem(f"duplicate key {key!r} (first seen on line {first})")
         request = obj.get("request", _MISSING)
         if request is _MISSING:
-            raise _LineProblem("missing 'request'")
+            raise LineProblem("missing 'request'")
         if not isinstance(request, dict):
-            raise _LineProblem(f"'request' must be a JSON object, got {_json_type(request)}")
+            raise LineProblem(f"'request' must be a JSON object, got {json_type(request)}")
         self.requests += 1
         self.tokens += math.ceil(len(body) * self.tokens_per_byte)
 
@@ -256,33 +256,33 @@ def _strip_newline(raw: bytes) -> bytes:
     return raw
 
 
-def _parse_object(body: bytes, line_no: int) -> dict[str, object]:
-    """The line as a JSON object, or a _LineProblem saying why it is not one."""
+def parse_line_object(body: bytes, line_no: int) -> dict[str, object]:
+    """The line (without its line break) as a JSON object, or a LineProblem saying why it is not one."""
     if line_no == 1 and body.startswith(_BOM):
-        raise _LineProblem("file starts with a UTF-8 byte order mark (BOM); save it without one")
+        raise LineProblem("file starts with a UTF-8 byte order mark (BOM); save it without one")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _LineProblem(f"invalid UTF-8 at byte offset {exc.start} of the line") from None
+        raise LineProblem(f"invalid UTF-8 at byte offset {exc.start} of the line") from None
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _LineProblem(f"bad JSON: {exc.msg} (column {exc.colno})") from None
+        raise LineProblem(f"bad JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
-        raise _LineProblem("bad JSON: nested too deeply") from None
+        raise LineProblem("bad JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (CPython's int conversion limit)
-        raise _LineProblem(f"bad JSON: {exc}") from None
+        raise LineProblem(f"bad JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise _LineProblem(f"line is not a JSON object, got {_json_type(value)}")
+        raise LineProblem(f"line is not a JSON object, got {json_type(value)}")
     return value
 
 
 def _reject_constant(name: str) -> object:
     # Python's json accepts NaN and Infinity; JSON (and the API) does not.
-    raise _LineProblem(f"bad JSON: {name} is not a valid JSON value")
+    raise LineProblem(f"bad JSON: {name} is not a valid JSON value")
 
 
-def _json_type(value: object, empty_str: bool = False) -> str:
+def json_type(value: object, empty_str: bool = False) -> str:
     """A value's JSON type name, as an error message shows it."""
     if value is None:
         return "null"

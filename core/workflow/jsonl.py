@@ -17,17 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES, natural_key
-from ..input_scan import _LineProblem as _ScanProblem
-from ..input_scan import _parse_object as _scan_line
+from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES, LineProblem, json_type, natural_key, parse_line_object
 from .common import WorkflowError, fsync_dir
 
 _READ_BUFFER = 1024 * 1024
-_BOM = b"\xef\xbb\xbf"
-
-
-class LineProblem(Exception):
-    """Why one line cannot be used (the caller adds the file and line number)."""
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -45,38 +38,13 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def _reject_constant(name: str) -> object:
-    raise LineProblem(f"bad JSON: {name} is not a valid JSON value")
-
-
-def json_type(value: object) -> str:
-    """A value's JSON type name for an error message."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "an empty string" if not value else "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-def parse_object(body: bytes, line_no: int) -> dict[str, object]:
-    """The line as a JSON object, checked exactly as the engine's input scan checks it; raises LineProblem."""
-    try:
-        return _scan_line(body, line_no)
-    except _ScanProblem as exc:
-        raise LineProblem(str(exc)) from None
-
-
 def request_key(obj: dict[str, object]) -> str:
     """The key of a `{"key", "request"}` line; raises LineProblem when the line is not one."""
     if "key" not in obj:
         raise LineProblem("missing 'key'")
     key = obj["key"]
     if not isinstance(key, str) or not key:
-        raise LineProblem(f"'key' must be a non-empty string, got {json_type(key)}")
+        raise LineProblem(f"'key' must be a non-empty string, got {json_type(key, empty_str=True)}")
     if "request" not in obj:
         raise LineProblem("missing 'request'")
     if not isinstance(obj["request"], dict):
@@ -90,7 +58,7 @@ def input_keys(path: Path) -> Iterator[tuple[int, str, bytes]]:
         if not body.strip():
             continue
         try:
-            key = request_key(parse_object(body, line_no))
+            key = request_key(parse_line_object(body, line_no))
         except LineProblem as problem:
             raise WorkflowError(f"{path}:{line_no}: {problem}") from None
         yield line_no, key, body

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES
+from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES, LineProblem, json_type, parse_line_object
 from .common import (
     EXIT_OK,
     WorkflowError,
@@ -19,7 +19,7 @@ from .common import (
     positive_int,
     print_json,
 )
-from .jsonl import Limits, LineProblem, check_prefix, json_type, parse_object, read_lines, write_batch_files
+from .jsonl import Limits, check_prefix, read_lines, write_batch_files
 
 KEY_PREFIX = "req-"
 
@@ -99,7 +99,7 @@ class _Source:
 
 def _keyed(body: bytes, line_no: int) -> tuple[str, bytes, bool]:
     """(key, the line to write, whether the key was assigned); the request's own bytes are kept as they are."""
-    obj = parse_object(body, line_no)
+    obj = parse_line_object(body, line_no)
     assigned_key = f"{KEY_PREFIX}{line_no:06d}"
     stripped = body.strip()
     if "request" in obj:
@@ -108,7 +108,7 @@ def _keyed(body: bytes, line_no: int) -> tuple[str, bytes, bool]:
         if "key" in obj:
             key = obj["key"]
             if not isinstance(key, str) or not key:
-                raise LineProblem(f"'key' must be a non-empty string, got {json_type(key)}")
+                raise LineProblem(f"'key' must be a non-empty string, got {json_type(key, empty_str=True)}")
             return key, stripped, False
         # insert the key as the first member: {"request": ...} -> {"key":"req-…","request": ...}
         head = b'{"key":' + json.dumps(assigned_key).encode() + b","
