@@ -24,6 +24,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+if str(ROOT) not in sys.path:  # the benchmarks reuse the tests' input writer and fake engine
+    sys.path.insert(0, str(ROOT))
+
+from tests.inputs import write_batch_files  # noqa: E402
+
 FAKE_KEY = "FAKEKEY-gembatch-benchmark-0123456789-not-real"
 
 # the order of the sections in docs/benchmarks.md
@@ -171,20 +176,8 @@ def verdict(ok: bool) -> str:
 
 
 def write_inputs(folder: Path, files: int, requests: int, *, pad: int = 0, prefix: str = "part") -> list[Path]:
-    """`files` JSONL inputs of `requests` lines each (keys unique across the folder); returns their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    width = max(3, len(str(files)))
-    for f in range(1, files + 1):
-        lines = []
-        for r in range(1, requests + 1):
-            text = f"question {f}.{r}" + " lorem" * pad
-            lines.append(json.dumps({"key": f"{prefix}-{f}-{r}",
-                                     "request": {"contents": [{"parts": [{"text": text}]}]}}))
-        path = folder / f"{prefix}_{f:0{width}d}.jsonl"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        paths.append(path)
-    return paths
+    """`files` JSONL inputs of `requests` lines each (keys unique across the folder), as the tests write them."""
+    return write_batch_files(folder, files, requests, prefix=prefix, pad=pad)
 
 
 def job_tokens(path: Path) -> int:

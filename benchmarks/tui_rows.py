@@ -28,9 +28,6 @@ import time
 from pathlib import Path
 
 from _common import ROOT, md_table, section_body, update_doc, verdict
-
-sys.path.insert(0, str(ROOT))  # the fake engine lives with the TUI tests
-
 from gembatch.core.events import BatchChanged
 from gembatch.core.model import Stage
 from gembatch.tui.app import MonitorApp
