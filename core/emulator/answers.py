@@ -13,6 +13,15 @@ REQUEST_ERROR = {"code": 3, "message": "Request contains an invalid argument."}
 INVALID_LINE_ERROR = {"code": 3, "message": "Invalid JSON payload received. The line is not a JSON object."}
 
 
+def utf8_json(value: Any, **options: Any) -> bytes:
+    """JSON as UTF-8 bytes; strings UTF-8 cannot carry (a lone surrogate, e.g. a key "\\ud800" from an input
+    line) are written as \\u escapes instead of failing (issue 16: such a key made every batches.list 500)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, **options).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **options).encode()
+
+
 def _pick(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
@@ -97,12 +106,32 @@ def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
                 failed += 1
             else:
                 succeeded += 1
-            data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
+            data = utf8_json(line) + b"\n"
             out.write(data)
             digest.update(data)
             size += len(data)
             index += 1
     return succeeded, failed, size, digest.hexdigest()
+
+
+def file_results_inline(source: Path, job_name: str, model_id: str,
+                        error_lines: list[int]) -> tuple[list[dict[str, Any]], int, int]:
+    """The results of a file-input job as inlinedResponses items (`response` or `error`, then `metadata.key`
+    from the input line's key, as in section 3.5); returns (items, succeeded, failed)."""
+    errors = set(error_lines)
+    items: list[dict[str, Any]] = []
+    failed = 0
+    with source.open("rb") as inp:
+        for raw in inp:
+            if not raw.strip():
+                continue
+            line = result_line(raw, len(items), job_name, model_id, len(items) in errors)
+            entry: dict[str, Any] = {"error": line["error"]} if "error" in line else {"response": line["response"]}
+            failed += "error" in line
+            if "key" in line:
+                entry["metadata"] = {"key": line["key"]}
+            items.append(entry)
+    return items, len(items) - failed, failed
 
 
 def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from .batches import BatchMethods
 from .calls import Call, Context, Reply
 from .files import FileMethods
+from .models import ModelMethods
 from .uploads import UploadMethods
 
 
@@ -18,6 +19,7 @@ class Api:
 
     def __init__(self, ctx: Context) -> None:
         uploads, files, batches = UploadMethods(ctx), FileMethods(ctx), BatchMethods(ctx)
+        models = ModelMethods(ctx)
         self._methods: dict[str, Callable[[Call], Reply]] = {
             "upload.start": uploads.upload_start,
             "upload.chunk": uploads.upload_chunk,
@@ -30,6 +32,7 @@ class Api:
             "batches.list": batches.batches_list,
             "batches.cancel": batches.batches_cancel,
             "batches.delete": batches.batches_delete,
+            "models.get": models.models_get,
         }
 
     def handle(self, call: Call) -> Reply:

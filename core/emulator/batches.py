@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from . import lifecycle
+from .answers import utf8_json
 from .calls import Call, Methods, Reply, json_body, page_size, pick
-from .errors import invalid_argument, not_found
+from .errors import file_not_active, invalid_argument, model_not_found, not_found
 from .quotas import check_capacity
 from .settings import EmulatorSettings
 from .store import FileRecord, JobRecord, paginate
@@ -38,11 +40,12 @@ class BatchMethods(Methods):
         file_name = pick(source, "fileName", "file_name")
         requests = pick(pick(source, "requests"), "requests")
         settings = self.settings()
+        check_model(settings, model_id, call.params["ver"], "batchGenerateContent")
         priority = batch.get("priority")
         with self.store.lock:
             lifecycle.advance(self.store, call.now)
             self.store.create_window.check(settings.creates_per_minute, model_id, call.now,
-                                           settings.create_window_seconds)
+                                           settings.create_window_seconds, settings.quota_error_details)
             if file_name is not None:
                 record = self._input_file(file_name, call.now)
                 count, tokens, sha = record.request_count, record.token_estimate, record.sha256_hex
@@ -54,8 +57,7 @@ class BatchMethods(Methods):
                     raise invalid_argument("* BatchGenerateContentRequest.batch.input_config.requests: "
                                            "every request must be an object.")
                 record, inline, sha, count = None, requests, None, len(requests)
-                tokens = sum(math.ceil(len(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode()) / 4)
-                             for r in requests)
+                tokens = sum(math.ceil(len(utf8_json(r, separators=(",", ":"))) / 4) for r in requests)
             else:
                 raise invalid_argument("* BatchGenerateContentRequest.batch.input_config: either file_name or "
                                        "a non-empty requests list is required.")
@@ -77,6 +79,8 @@ class BatchMethods(Methods):
         if record is None:
             raise invalid_argument(f"Input file {file_name} was not found; it may have been deleted or have "
                                    "expired.", note="input:file-gone")
+        if record.state(now) != "ACTIVE":
+            raise file_not_active(file_name)
         if record.request_count == 0:
             raise invalid_argument(f"Input file {file_name} contains no requests.")
         return record
@@ -103,6 +107,8 @@ class BatchMethods(Methods):
             result_delay=max(0.0, settings.result_file_delay_seconds), file_ttl=settings.file_ttl_seconds,
             partial_output_on_expiry=settings.partial_output_on_expiry,
             priority=str(priority) if priority not in (None, 0, "0", "") else None,
+            inline_output=record is not None and 0 < count <= settings.inline_results_max_requests,
+            flat_stats=settings.flat_batch_stats,
         )
         if record is not None:
             job.input_path = store.new_path("input")
@@ -130,12 +136,13 @@ class BatchMethods(Methods):
             return Reply(json=operation_json(self._visible_job(call), call.now))
 
     def batches_list(self, call: Call) -> Reply:
-        """One page of Operations under "operations", newest first."""
+        """One page of Operations under "operations", in the order of settings.batches_list_order."""
         size = page_size(call, BATCHES_PAGE_DEFAULT, BATCHES_PAGE_MAX)
+        settings = self.settings()
+        key_of = list_order(settings.batches_list_order, settings.seed)
         with self.store.lock:
             lifecycle.advance(self.store, call.now)
-            page, token = paginate(self.store.visible_jobs(), lambda j: j.serial, size,
-                                   call.query.get("pageToken"))
+            page, token = paginate(self.store.visible_jobs(), key_of, size, call.query.get("pageToken"))
             out: dict[str, Any] = {}
             if page:
                 out["operations"] = [operation_json(j, call.now) for j in page]
@@ -159,3 +166,23 @@ class BatchMethods(Methods):
                 lifecycle.end(self.store, job, lifecycle.CANCELLED, call.now)
             job.deleted = True
         return Reply(json={})
+
+
+def check_model(settings: EmulatorSettings, model_id: str, version: str, method: str) -> None:
+    """404 NOT_FOUND unless the model is in settings.models (an empty set accepts any)."""
+    known = {m.removeprefix("models/") for m in settings.models}
+    if known and model_id not in known:
+        raise model_not_found(model_id, version, method)
+
+
+def list_order(order: str, seed: int) -> Callable[[JobRecord], tuple[int, ...]]:
+    """The sort key of batches.list: newest first, oldest first, or a seeded shuffle that depends on each job's
+    name only, so the order of the jobs present is stable while jobs come and go and page tokens keep working."""
+    if order == "oldest":
+        return lambda job: (job.serial,)
+    if order == "shuffled":
+        def shuffled(job: JobRecord) -> tuple[int, ...]:
+            digest = hashlib.sha256(f"{seed}:{job.name}".encode()).digest()
+            return int.from_bytes(digest[:8], "big"), job.serial
+        return shuffled
+    return lambda job: (-job.serial,)

@@ -22,7 +22,7 @@ def _default_text(name: str, value: Any) -> str:
     if value is None:
         return {"api_key": "any non-empty key"}.get(name, "all kinds" if name.endswith("_kinds") else "off")
     if isinstance(value, set):
-        return ",".join(sorted(value)) or "all"
+        return ",".join(sorted(value)) or ("any" if name == "models" else "none")
     return str(value)
 
 

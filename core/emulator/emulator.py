@@ -130,7 +130,7 @@ class Emulator:
             self._advance(now)
             return [{
                 "name": f.name, "display_name": f.display_name, "size_bytes": f.size_bytes,
-                "sha256": f.sha256_hex, "state": "ACTIVE", "create_time": f.create_time,
+                "sha256": f.sha256_hex, "state": f.state(now), "create_time": f.create_time,
                 "expiration_time": f.expiration_time, "source": f.source, "deleted": f.deleted,
                 "expired": now >= f.expiration_time, "request_count": f.request_count,
                 "tokens": f.token_estimate,
@@ -139,7 +139,7 @@ class Emulator:
     # ---- forcing events --------------------------------------------------------------------
 
     def expire_file(self, name: str) -> None:
-        """Make a file expire now: get answers 404 and a create naming it is refused."""
+        """Make a file expire now: get answers 403 (or 404) and a create naming it is refused."""
         name = name if name.startswith("files/") else f"files/{name}"
         now = time.time()
         with self._store.lock:

@@ -41,6 +41,41 @@ def not_found(message: str = "Requested entity was not found.") -> ApiError:
     return ApiError(404, "NOT_FOUND", message, note="not-found")
 
 
+def missing_file(file_name: str, status: int) -> ApiError:
+    """A file that is missing, deleted or expired: 403 PERMISSION_DENIED as the service answers (recorded,
+    python-genai #1218 and a dify-plugin-daemon log: the id without "files/"), or 404 NOT_FOUND."""
+    if status == 403:
+        file_id = file_name.removeprefix("files/")
+        return ApiError(403, "PERMISSION_DENIED",
+                        f"You do not have permission to access the File {file_id} or it may not exist.",
+                        note="file:missing")
+    return ApiError(404, "NOT_FOUND", f"File {file_name} was not found; it may have been deleted or have expired.",
+                    note="file:missing")
+
+
+def file_not_active(file_name: str) -> ApiError:
+    """400 FAILED_PRECONDITION for a file still PROCESSING (or FAILED); wording recorded (expectedparrot/edsl
+    #1907)."""
+    file_id = file_name.removeprefix("files/")
+    return ApiError(400, "FAILED_PRECONDITION",
+                    f"The File {file_id} is not in an ACTIVE state and usage is not allowed.",
+                    note="input:file-not-active")
+
+
+def model_not_found(model_id: str, version: str, method: str) -> ApiError:
+    """404 NOT_FOUND for an unknown model (wording after the service's generateContent answer; a guess for
+    batchGenerateContent and models.get)."""
+    return ApiError(404, "NOT_FOUND",
+                    f"models/{model_id} is not found for API version {version}, or is not supported for {method}. "
+                    "Call ListModels to see the list of available models and their supported methods.",
+                    note="model:unknown")
+
+
+def unsupported_mime_type(mime_type: str) -> ApiError:
+    """400 INVALID_ARGUMENT for a refused upload MIME type (recorded: python-genai #1547, cookbook #1008)."""
+    return ApiError(400, "INVALID_ARGUMENT", f"Unsupported MIME type: {mime_type}", note="upload:mime-type")
+
+
 def already_exists(message: str) -> ApiError:
     """409 ALREADY_EXISTS."""
     return ApiError(409, "ALREADY_EXISTS", message, note="already-exists")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .errors import ApiError, server_error
 from .settings import EmulatorSettings
 
-_STREAMS = ("server-error", "lost-answer", "job-fail")
+_STREAMS = ("server-error", "lost-answer", "job-fail", "file-fail")
 
 
 class Faults:
@@ -65,6 +65,12 @@ class Faults:
         """Whether a new job will end FAILED instead of SUCCEEDED (job_fail_rate)."""
         rate = self._settings().job_fail_rate
         return rate > 0 and self._draw("job-fail") < rate
+
+
+    def file_fails(self) -> bool:
+        """Whether a new upload will end FAILED instead of ACTIVE after processing (file_failed_rate)."""
+        rate = self._settings().file_failed_rate
+        return rate > 0 and self._draw("file-fail") < rate
 
 
 def request_errors(seed: int, job_serial: int, count: int, rate: float) -> list[int]:

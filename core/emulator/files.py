@@ -6,7 +6,7 @@ from typing import Any
 
 from . import lifecycle
 from .calls import Call, Methods, Reply, page_size
-from .errors import invalid_argument, not_found
+from .errors import invalid_argument, missing_file
 from .store import FileRecord, paginate
 from .uploads import MAX_FILE_ID
 from .wire import file_json
@@ -29,13 +29,13 @@ class FileMethods(Methods):
             lifecycle.advance(self.store, call.now)
             record = self.store.live_file(name, call.now)
         if record is None:
-            raise not_found(f"File {name} was not found; it may have been deleted or have expired.")
+            raise missing_file(name, self.settings().missing_file_status)
         call.display_name, call.sha256 = record.display_name, record.sha256_hex
         return record
 
     def files_get(self, call: Call) -> Reply:
-        """The File (404 once deleted or expired)."""
-        return Reply(json=file_json(self._live_file(call, "GetFileRequest"), self.base_url()))
+        """The File (403 or 404, per missing_file_status, once deleted or expired)."""
+        return Reply(json=file_json(self._live_file(call, "GetFileRequest"), self.base_url(), call.now))
 
     def files_delete(self, call: Call) -> Reply:
         """Delete a file; answers {}."""
@@ -59,11 +59,11 @@ class FileMethods(Methods):
         base = self.base_url()
         with self.store.lock:
             lifecycle.advance(self.store, call.now)
-            page, token = paginate(self.store.live_files(call.now), lambda f: f.serial, size,
+            page, token = paginate(self.store.live_files(call.now), lambda f: (-f.serial,), size,
                                    call.query.get("pageToken"))
             out: dict[str, Any] = {}
             if page:
-                out["files"] = [file_json(f, base) for f in page]
+                out["files"] = [file_json(f, base, call.now) for f in page]
         if token:
             out["nextPageToken"] = token
         return Reply(json=out)

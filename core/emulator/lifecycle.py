@@ -81,6 +81,8 @@ def status(job: JobRecord, now: float) -> JobStatus:
     start = job.create_time + job.pending_seconds
     if now < start:
         return JobStatus(PENDING, job.create_time, None, n, 0, 0, n)
+    if job.flat_stats:  # a real RUNNING job has been seen with no progress at all (field report)
+        return JobStatus(RUNNING, start, None, n, 0, 0, n)
     done, failed = _progress(job, now)
     return JobStatus(RUNNING, start, None, n, done - failed, failed, n - done)
 
@@ -127,6 +129,11 @@ def _write_outputs(store: Store, job: JobRecord, at: float, limit: int | None = 
         job.inline_responses = items
         return
     assert job.input_path is not None
+    if job.inline_output and limit is None:
+        items, job.succeeded, job.failed = answers.file_results_inline(
+            job.input_path, job.name, model_id, _error_lines(job))
+        job.inline_responses = items
+        return
     target = store.new_path("result")
     job.succeeded, job.failed, size, sha = answers.write_file_results(
         job.input_path, target, job.name, model_id, _error_lines(job), limit)

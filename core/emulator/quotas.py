@@ -90,18 +90,26 @@ def duration(seconds: float) -> str:
     return f"{whole}s" if frac == 0 else f"{whole}.{frac:03d}".rstrip("0") + "s"
 
 
-def quota_error(spec: QuotaSpec, limit: int, model: str | None, retry_after: float | None = None) -> ApiError:
-    """429 RESOURCE_EXHAUSTED with Help, QuotaFailure and (when given) RetryInfo details."""
-    message = (
-        "You exceeded your current quota, please check your plan and billing details. For more information on "
-        f"this error, head to: {RATE_LIMITS_URL}. To monitor your current usage, head to: "
-        f"https://ai.dev/rate-limit. \n* Quota exceeded for metric: {spec.metric}, limit: {limit}"
-        + (f", model: {model}" if model else "")
-    )
+GENERIC_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on "
+    f"this error, head to: {RATE_LIMITS_URL}. To monitor your current usage, head to: https://ai.dev/rate-limit. "
+)
+
+
+def quota_error(spec: QuotaSpec, limit: int, model: str | None, retry_after: float | None = None,
+                details: str = "full") -> ApiError:
+    """429 RESOURCE_EXHAUSTED. `details` (settings.quota_error_details): "full" names the quota (QuotaFailure,
+    and RetryInfo when `retry_after` is given); "help" is the generic message with one Help detail, as batch
+    429s are recorded; "none" is the generic message alone. The journal note names the quota in every case."""
+    if details != "full":
+        return ApiError(429, "RESOURCE_EXHAUSTED", GENERIC_QUOTA_MESSAGE,
+                        details=[HELP_DETAIL] if details == "help" else None, note=spec.note)
+    message = GENERIC_QUOTA_MESSAGE + (
+        f"\n* Quota exceeded for metric: {spec.metric}, limit: {limit}" + (f", model: {model}" if model else ""))
     dimensions = {"location": "global"}
     if model:
         dimensions["model"] = model
-    details = [
+    found: list[dict[str, object]] = [
         HELP_DETAIL,
         {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
          "violations": [{"quotaMetric": spec.metric, "quotaId": spec.quota_id,
@@ -109,8 +117,8 @@ def quota_error(spec: QuotaSpec, limit: int, model: str | None, retry_after: flo
     ]
     if retry_after is not None:
         message += f"\nPlease retry in {retry_after:.6f}s."
-        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": duration(retry_after)})
-    return ApiError(429, "RESOURCE_EXHAUSTED", message, details=details, note=spec.note)
+        found.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": duration(retry_after)})
+    return ApiError(429, "RESOURCE_EXHAUSTED", message, details=found, note=spec.note)
 
 
 class CreateWindow:
@@ -121,13 +129,14 @@ class CreateWindow:
     def __init__(self) -> None:
         self._times: deque[float] = deque()
 
-    def check(self, limit: int | None, model: str, now: float, window: float = WINDOW) -> None:
-        """Raise the creates-per-minute 429 (with RetryInfo) when the window (`window` seconds) is full."""
+    def check(self, limit: int | None, model: str, now: float, window: float = WINDOW,
+              details: str = "full") -> None:
+        """Raise the creates-per-minute 429 (RetryInfo when `details` is full) when the window is full."""
         while self._times and self._times[0] <= now - window:
             self._times.popleft()
         if limit and len(self._times) >= limit:
             wait = self._times[len(self._times) - limit] + window - now
-            raise quota_error(CREATES_PER_MINUTE, limit, model, retry_after=max(wait, 0.001))
+            raise quota_error(CREATES_PER_MINUTE, limit, model, retry_after=max(wait, 0.001), details=details)
 
     def accepted(self, now: float) -> None:
         """Count one accepted create."""
@@ -138,7 +147,8 @@ def check_capacity(settings: EmulatorSettings, *, model: str, job_tokens: int, u
                    enqueued_tokens: int) -> None:
     """Raise the concurrent-jobs or enqueued-tokens 429 (no RetryInfo: only finishing jobs frees room)."""
     if settings.max_concurrent_jobs and unfinished_jobs >= settings.max_concurrent_jobs:
-        raise quota_error(CONCURRENT_JOBS, settings.max_concurrent_jobs, model)
+        raise quota_error(CONCURRENT_JOBS, settings.max_concurrent_jobs, model,
+                          details=settings.quota_error_details)
     limit = settings.enqueued_token_limit
     if limit and enqueued_tokens + job_tokens > limit:
-        raise quota_error(ENQUEUED_TOKENS, limit, model)
+        raise quota_error(ENQUEUED_TOKENS, limit, model, details=settings.quota_error_details)

@@ -18,8 +18,18 @@ KINDS = frozenset({
     "upload.start", "upload.chunk",
     "files.get", "files.list", "files.delete", "files.download",
     "batches.create", "batches.get", "batches.list", "batches.cancel", "batches.delete",
+    "models.get",
 })
 LOST_ANSWER_MODES = ("close", "delay")
+QUOTA_ERROR_DETAILS = ("help", "none", "full")
+MISSING_FILE_STATUSES = (403, 404)
+BATCHES_LIST_ORDERS = ("newest", "oldest", "shuffled")
+# Models the service offers today, plus every name the project's tests, demo and prices use.
+KNOWN_MODELS = frozenset({
+    "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
+    "gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-3-pro-image-preview",
+    "gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash-lite-preview-09-2025",
+})
 _GIB = 1024**3
 
 
@@ -73,13 +83,43 @@ class EmulatorSettings:
     long_file_id_bug: bool = _knob(
         False, "reproduce Google's 400 on files.get/delete of 42-char files/batch-... ids")
 
+    # The service as users meet it (gemini-batch-protocol.md, "Corrections and field reports").
+    file_processing_seconds: float = _knob(
+        0.3, "seconds an upload stays PROCESSING after finalize; a create naming it meanwhile gets 400 "
+             "FAILED_PRECONDITION (field report: large JSONL uploads; the wording is recorded, the time a guess)")
+    file_processing_seconds_per_mib: float = _knob(
+        0.05, "extra PROCESSING seconds per MiB of the upload (a guess: larger files take longer)")
+    file_failed_rate: float = _knob(
+        0.0, "share of uploads that end FAILED (with an `error`) instead of ACTIVE after processing (a guess)")
+    quota_error_details: str = _knob(
+        "help", "details of batch and storage 429s: help (the generic message and one google.rpc.Help, as "
+                "recorded: langchain4j #3942, python-genai #1901), none (no details), full (QuotaFailure + "
+                "RetryInfo, friendly)")
+    missing_file_status: int = _knob(
+        403, "status of files.get/delete/download of a missing, deleted or expired file: 403 PERMISSION_DENIED "
+             "(recorded: python-genai #1218) or 404 NOT_FOUND (friendly); batches keep 404")
+    models: set[str] = field(default_factory=lambda: set(KNOWN_MODELS), metadata={"help": (
+        "model ids that exist (comma-separated); others get 404 NOT_FOUND on create and models.get (wording a "
+        "guess after the service's generateContent answer); empty accepts any")})
+    refused_mime_types: set[str] = field(default_factory=lambda: {"jsonl"}, metadata={"help": (
+        "upload MIME types refused at finalize with 400 'Unsupported MIME type: <type>' (recorded: python-genai "
+        "#1547 for jsonl, cookbook #1008 for application/jsonl); empty refuses none")})
+    inline_results_max_requests: int = _knob(
+        0, "a SUCCEEDED file-input job of at most this many requests answers inlinedResponses instead of a "
+           "responsesFile (unconfirmed gateway report); 0 = off")
+    batches_list_order: str = _knob(
+        "newest", "batches.list order: newest, oldest or shuffled (seeded, stable; the real order is "
+                  "undocumented)")
+    flat_batch_stats: bool = _knob(
+        False, "RUNNING jobs report no progress in batchStats (all pending) until they end (field report)")
+
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self, source: str = "settings") -> None:
         """Raise ValueError naming the first bad value."""
         for name in ("request_error_rate", "job_fail_rate", "server_error_rate", "lost_create_rate",
-                     "lost_answer_rate"):
+                     "lost_answer_rate", "file_failed_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{source}: {name} must be between 0 and 1, got {value!r}")
@@ -90,6 +130,14 @@ class EmulatorSettings:
             unknown = sorted(set(getattr(self, name) or ()) - KINDS)
             if unknown:
                 raise ValueError(f"{source}: {name} has unknown kinds {unknown}; known: {sorted(KINDS)}")
+        for name, choices in (("quota_error_details", QUOTA_ERROR_DETAILS),
+                              ("missing_file_status", MISSING_FILE_STATUSES),
+                              ("batches_list_order", BATCHES_LIST_ORDERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{source}: {name} must be one of {choices}, got {getattr(self, name)!r}")
+        for name in ("file_processing_seconds", "file_processing_seconds_per_mib", "inline_results_max_requests"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{source}: {name} must not be negative, got {getattr(self, name)!r}")
         if not self.create_window_seconds > 0:
             raise ValueError(f"{source}: create_window_seconds must be above 0, got {self.create_window_seconds!r}")
         if not 0 <= self.port <= 65535:

@@ -50,10 +50,18 @@ class FileRecord:
     available_at: float = 0.0  # generated files: readable from then on
     deleted: bool = False
     on_disk: bool = True
+    active_at: float = 0.0  # uploads: PROCESSING until then, then ACTIVE (or FAILED when `error` is set)
+    error: dict[str, Any] | None = None  # the File's `error` once processing has failed
 
     def live(self, now: float) -> bool:
         """Not deleted, not past its TTL and already available."""
         return not self.deleted and self.available_at <= now < self.expiration_time
+
+    def state(self, now: float) -> str:
+        """PROCESSING, ACTIVE or FAILED, as `state` on the wire."""
+        if now < self.active_at:
+            return "PROCESSING"
+        return "FAILED" if self.error is not None else "ACTIVE"
 
 
 @dataclass(eq=False)
@@ -90,6 +98,8 @@ class JobRecord:
     inline_responses: list[dict[str, Any]] | None = None
     deleted: bool = False
     error_lines: list[int] | None = field(default=None, repr=False)
+    inline_output: bool = False  # a file-input job whose results come inline (inline_results_max_requests)
+    flat_stats: bool = False  # batchStats show no progress while RUNNING (flat_batch_stats)
 
     @property
     def job_id(self) -> str:
@@ -206,20 +216,25 @@ class Store:
         return sorted((j for j in self.jobs.values() if not j.deleted), key=lambda j: -j.serial)
 
 
-def paginate(items: list[T], serial_of: Callable[[T], int], page_size: int,
+def paginate(items: list[T], key_of: Callable[[T], tuple[int, ...]], page_size: int,
              token: str | None) -> tuple[list[T], str | None]:
-    """One page of newest-first items and the token of the next page (None on the last page).
+    """One page of items in ascending `key_of` order and the token of the next page (None on the last page).
 
-    The token names the last item served, so items created or deleted between pages do not shift the pages.
+    The token names the key of the last item served, so items created or deleted between pages do not shift
+    the pages, and no item is served twice in one walk.
     """
+    items = sorted(items, key=key_of)
     if token:
         try:
-            after = int(base64.urlsafe_b64decode(token.encode() + b"==").decode().removeprefix("after:"))
+            text = base64.urlsafe_b64decode(token.encode() + b"==").decode()
+            if not text.startswith("after:"):
+                raise ValueError(text)
+            after = tuple(int(part) for part in text.removeprefix("after:").split("."))
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise invalid_argument(f"Invalid page token: {token}") from None
-        items = [item for item in items if serial_of(item) < after]
+        items = [item for item in items if key_of(item) > after]
     page = items[:page_size]
     if len(items) <= page_size:
         return page, None
-    raw = f"after:{serial_of(page[-1])}".encode()
+    raw = ("after:" + ".".join(str(k) for k in key_of(page[-1]))).encode()
     return page, base64.urlsafe_b64encode(raw).decode().rstrip("=")

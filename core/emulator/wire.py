@@ -20,8 +20,9 @@ def timestamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
 
 
-def file_json(record: FileRecord, base_url: str) -> dict[str, Any]:
-    """The File resource: int64 as strings, sha256Hash base64, uri and downloadUri on the emulator."""
+def file_json(record: FileRecord, base_url: str, now: float) -> dict[str, Any]:
+    """The File resource at `now`: int64 as strings, sha256Hash base64, uri and downloadUri on the emulator;
+    `state` PROCESSING, ACTIVE or FAILED (with `error`)."""
     file_id = record.name.removeprefix("files/")
     out: dict[str, Any] = {"name": record.name}
     if record.display_name:
@@ -30,15 +31,19 @@ def file_json(record: FileRecord, base_url: str) -> dict[str, Any]:
         "mimeType": record.mime_type,
         "sizeBytes": str(record.size_bytes),
         "createTime": timestamp(record.create_time),
-        "updateTime": timestamp(record.create_time),
+        "updateTime": timestamp(record.active_at if now >= record.active_at > record.create_time
+                                else record.create_time),
         "expirationTime": timestamp(record.expiration_time),
         "sha256Hash": base64.b64encode(bytes.fromhex(record.sha256_hex)).decode(),
         "uri": f"{base_url}/v1beta/files/{file_id}",
     })
     if record.source == "GENERATED":
         out["downloadUri"] = f"{base_url}/download/v1beta/files/{file_id}:download?alt=media"
-    out["state"] = "ACTIVE"
+    state = record.state(now)
+    out["state"] = state
     out["source"] = record.source
+    if state == "FAILED" and record.error is not None:
+        out["error"] = record.error
     return out
 
 

@@ -38,10 +38,24 @@ def jsonl(n: int, prefix: str = "k", pad: int = 0) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def upload(client: genai.Client, data: bytes, display_name: str = "input", **config: object) -> types.File:
-    """Upload bytes as JSONL through the SDK."""
-    return client.files.upload(file=io.BytesIO(data), config={"mime_type": "application/jsonl",
-                                                              "display_name": display_name, **config})
+def upload(client: genai.Client, data: bytes, display_name: str = "input", wait: bool = True,
+           **config: object) -> types.File:
+    """Upload bytes as JSONL through the SDK; with `wait`, poll files.get until the file leaves PROCESSING."""
+    f = client.files.upload(file=io.BytesIO(data), config={"mime_type": "application/jsonl",
+                                                           "display_name": display_name, **config})
+    return wait_processed(client, f) if wait else f
+
+
+def wait_processed(client: genai.Client, f: types.File, timeout: float = 10.0) -> types.File:
+    """Poll files.get until the file is ACTIVE or FAILED, as a client of the real service must."""
+    deadline = time.monotonic() + timeout
+    while f.state is not None and f.state.name == "PROCESSING":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{f.name} still PROCESSING after {timeout}s")
+        time.sleep(0.05)
+        assert f.name is not None
+        f = client.files.get(name=f.name)
+    return f
 
 
 def wait_done(client: genai.Client, name: str, timeout: float = 10.0) -> types.BatchJob:

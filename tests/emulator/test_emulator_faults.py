@@ -74,7 +74,7 @@ def test_lost_create_delay_longer_than_timeout() -> None:
 def test_lost_answer_other_kinds() -> None:
     with Emulator(fast_settings(lost_answer_rate=1.0, lost_answer_kinds={"files.get"})) as emu:
         client = make_client(emu.base_url)
-        f = upload(client, jsonl(1))
+        f = upload(client, jsonl(1), wait=False)
         with pytest.raises(httpx2.TransportError):
             client.files.get(name=f.name)
         assert emu.journal()[-1].note == "fault:lost-answer"

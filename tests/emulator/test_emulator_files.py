@@ -18,13 +18,13 @@ from .conftest import KEY, fast_settings, jsonl, make_client, raw_get, upload
 
 def test_upload_one_chunk(emu: Emulator, client) -> None:
     data = jsonl(3)
-    f = upload(client, data, "small")
+    f = upload(client, data, "small", wait=False)
     assert f.name is not None and f.name.startswith("files/")
     assert f.display_name == "small"
     assert f.size_bytes == len(data)
     assert f.mime_type == "application/jsonl"
     assert f.sha256_hash == base64.b64encode(hashlib.sha256(data).digest()).decode()
-    assert f.state is not None and f.state.name == "ACTIVE"
+    assert f.state is not None and f.state.name == "PROCESSING"  # ACTIVE only after processing
     assert f.source is not None and f.source.name == "UPLOADED"
     assert f.expiration_time - f.create_time == timedelta(seconds=emu.settings.file_ttl_seconds)
     kinds = [e.kind for e in emu.journal()]
@@ -61,7 +61,7 @@ async def test_async_upload_get_list_delete(emu: Emulator) -> None:
     await aio.files.delete(name=f.name)
     with pytest.raises(errors.ClientError) as info:
         await aio.files.get(name=f.name)
-    assert info.value.code == 404
+    assert info.value.code == 403
     await aio.aclose()
 
 
@@ -89,7 +89,7 @@ def test_get_list_pages_delete(emu: Emulator, client) -> None:
     client.files.delete(name=made[0])
     with pytest.raises(errors.ClientError) as info:
         client.files.get(name=made[0])
-    assert info.value.code == 404 and info.value.status == "NOT_FOUND"
+    assert info.value.code == 403 and info.value.status == "PERMISSION_DENIED"
     assert made[0] not in [f.name for f in client.files.list(config={"page_size": 100})]
     assert [f["deleted"] for f in emu.files()] == [True, False, False, False, False]
 
@@ -99,12 +99,12 @@ def test_expired_file_is_gone(emu: Emulator, client) -> None:
     emu.expire_file(f.name)
     with pytest.raises(errors.ClientError) as info:
         client.files.get(name=f.name)
-    assert info.value.code == 404
+    assert info.value.code == 403
     assert emu.files()[0]["expired"] is True
 
 
 def test_file_ttl_setting() -> None:
-    with Emulator(fast_settings(file_ttl_seconds=0.3)) as emu:
+    with Emulator(fast_settings(file_ttl_seconds=0.3, file_processing_seconds=0.0)) as emu:
         client = make_client(emu.base_url)
         f = upload(client, jsonl(1))
         assert client.files.get(name=f.name).name == f.name

@@ -23,7 +23,7 @@ def _violation(exc: errors.APIError) -> dict:
 
 
 def test_concurrent_jobs() -> None:
-    with Emulator(fast_settings(max_concurrent_jobs=2, pending_seconds=0.3)) as emu:
+    with Emulator(fast_settings(max_concurrent_jobs=2, pending_seconds=0.3, quota_error_details="full")) as emu:
         client = make_client(emu.base_url)
         f = upload(client, jsonl(1))
         first = client.batches.create(model=MODEL, src=f.name).name
@@ -47,7 +47,8 @@ def test_concurrent_jobs() -> None:
 def test_enqueued_tokens_per_model() -> None:
     data = jsonl(10)
     tokens = sum(estimate_tokens(line) for line in data.splitlines())
-    with Emulator(fast_settings(enqueued_token_limit=tokens * 2 - 1, pending_seconds=5)) as emu:
+    with Emulator(fast_settings(enqueued_token_limit=tokens * 2 - 1, pending_seconds=5,
+                                quota_error_details="full")) as emu:
         client = make_client(emu.base_url)
         f = upload(client, data)
         assert emu.files()[0]["tokens"] == tokens
@@ -69,7 +70,7 @@ def test_enqueued_tokens_per_model() -> None:
 
 
 def test_creates_per_minute_with_retry_info() -> None:
-    with Emulator(fast_settings(creates_per_minute=2)) as emu:
+    with Emulator(fast_settings(creates_per_minute=2, quota_error_details="full")) as emu:
         client = make_client(emu.base_url)
         f = upload(client, jsonl(1))
         client.batches.create(model=MODEL, src=f.name)

@@ -1,0 +1,41 @@
+"""models.get: a Model resource for the known models (settings.models), 404 NOT_FOUND for any other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .batches import check_model
+from .calls import Call, Methods, Reply
+
+METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
+
+
+def model_json(model_id: str) -> dict[str, Any]:
+    """A Model resource shaped like the service's (limits as published for the 2.x and 3.x families)."""
+    older = model_id.startswith("gemini-2.0")
+    words = model_id.replace("gemini-", "Gemini ", 1).replace("-", " ").split(" ")
+    return {
+        "name": f"models/{model_id}",
+        "version": "001",
+        "displayName": " ".join(word[:1].upper() + word[1:] for word in words),
+        "description": f"{model_id} (emulated)",
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 8_192 if older else 65_536,
+        "supportedGenerationMethods": list(METHODS),
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 40 if older else 64,
+        "maxTemperature": 2,
+        **({} if older else {"thinking": True}),
+    }
+
+
+class ModelMethods(Methods):
+    """The Models API call the engine uses to check a model name before it uploads anything."""
+
+    def models_get(self, call: Call) -> Reply:
+        """The Model of a known id; 404 NOT_FOUND otherwise (an empty settings.models knows every id)."""
+        model_id = call.params["model"]
+        call.resource = f"models/{model_id}"
+        check_model(self.settings(), model_id, call.params["ver"], "generateContent")
+        return Reply(json=model_json(model_id))
