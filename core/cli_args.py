@@ -52,6 +52,7 @@ _OVERRIDES: dict[str, str] = {
     "creates_per_minute": "admission.creates_per_minute",
     "upload_concurrency": "transfer.upload_concurrency",
     "cost_limit_usd": "cost_limit_usd",
+    "trace": "trace",
 }
 
 
@@ -108,6 +109,12 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="NAME", help="model for every job (default: gemini-2.5-flash)")
     group.add_argument(
         "--base-url", metavar="URL", help="API endpoint to use instead of Google's: a proxy, a gateway, the emulator"
+    )
+    group.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="append every API call of the run to FILE as one JSON line (method, path, status, time, the bodies "
+        "without prompts, answers or the API key): to show what the service said",
     )
     group.add_argument(
         "--poll-interval", metavar="SECONDS", type=float, help="seconds between two polls of the job list (default: 30)"

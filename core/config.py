@@ -42,6 +42,10 @@ class TransferSettings:
     upload_expiry_margin: float = 3600.0  # re-upload a file whose upload expires in less than this
     max_retries: int = 6  # for safe-to-repeat calls (get, list, download, upload)
     retry_max_wait: float = 120.0
+    upload_processing_timeout: float = 3600.0  # an upload still PROCESSING after this long is uploaded again
+    storage_cap_bytes: int = 20 * 1024**3  # the project's file storage (Google: 20 GB); uploads wait below it
+    delete_uploads_after_download: bool = True  # delete a job's input upload once its results are saved
+    delete_results_after_download: bool = False  # delete its result file on the server too
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Settings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     config_path: Path | None = None  # the file the settings came from, if any
+    trace: Path | None = None  # write every API call of the run to this file as JSON lines (--trace)
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -139,6 +144,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "tokens_per_byte": _positive("tokens_per_byte"),
     "cost_limit_usd": _not_negative("cost_limit_usd", float, zero_is_none=True),
     "output_tokens_per_request": _not_negative("output_tokens_per_request", int),
+    "trace": _Key("trace", Path),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {
@@ -157,6 +163,10 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
         "upload_expiry_margin": _not_negative("upload_expiry_margin", float),
         "max_retries": _not_negative("max_retries", int),
         "retry_max_wait": _positive("retry_max_wait"),
+        "upload_processing_timeout": _positive("upload_processing_timeout"),
+        "storage_cap_bytes": _at_least_one("storage_cap_bytes"),
+        "delete_uploads_after_download": _Key("delete_uploads_after_download", bool),
+        "delete_results_after_download": _Key("delete_results_after_download", bool),
     },
     "recovery": {
         "ambiguous_grace": _not_negative("ambiguous_grace", float),
@@ -230,6 +240,10 @@ def coerce_setting(key: str, value: object, base_dir: Path | None = None) -> Any
     Relative paths are taken from `base_dir` when given (the config file's folder).
     """
     spec = _lookup(key)
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_describe(value)}")
+        return value
     if spec.kind in (int, float):
         return _coerce_number(spec, value)
     if not isinstance(value, str):
@@ -264,10 +278,25 @@ def _coerce_number(spec: _Key, value: object) -> int | float | None:
     return value
 
 
+API_VERSION_IN_URL = "v1beta"
+
+
 def _check_url(value: str) -> None:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    try:
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number in 0..65535)
+    except ValueError:
+        raise ValueError(f"the port in {value!r} is not a number from 1 to 65535") from None
+    segments = [part for part in parsed.path.split("/") if part]
+    if segments and re.fullmatch(r"v\d+(?:(?:alpha|beta)\d*)?", segments[-1]):
+        # The SDK appends the API version itself: ".../v1beta" would call ".../v1beta/v1beta/..." (404 on everything).
+        fixed = f"{parsed.scheme}://{parsed.netloc}" + "".join(f"/{part}" for part in segments[:-1])
+        raise ValueError(f"leave the API version out of the base URL (the tool adds /{API_VERSION_IN_URL} itself): "
+                         f"use {fixed!r} instead of {value!r}")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"a base URL has no query or fragment, got {value!r}")
 
 
 def assign_setting(settings: Settings, key: str, value: Any) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
+import hashlib
 import itertools
 import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from .admission import Admission, Decision
 from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
@@ -33,14 +36,26 @@ from .events import (
     Quota,
     RunFinished,
 )
-from .exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_OVER_COST_LIMIT
-from .gateway import Ambiguous, Gateway, GatewayError, Permanent, RateLimited, RemoteJob, Transient
+from .exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_OVER_COST_LIMIT, EXIT_USAGE
+from .gateway import (
+    LIST_PAGE_SIZE,
+    Ambiguous,
+    Gateway,
+    GatewayError,
+    Permanent,
+    RateLimited,
+    RemoteFile,
+    RemoteJob,
+    Transient,
+    Unusable,
+    UploadRefused,
+)
 from .input_scan import Rejection, list_input_files, scan_file, stat_inputs
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
 from .poll_schedule import PollSchedule
 from .redact import redact
-from .results import check_results, move_into_place
+from .results import check_results, key_results_by_order, move_into_place
 from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)
@@ -63,6 +78,11 @@ _SERVER_END_STATES = {
 _RETRYABLE_SERVER_ENDS = {Stage.FAILED, Stage.EXPIRED}
 _TRANSIENT_PAUSE = 2.0  # seconds before the creator tries again after a create that never left
 _DISK_PAUSE = 2.0  # seconds before trying again after the checkpoint could not be written (disk full, I/O)
+_PROCESSING_CHECKS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between looks at an upload still PROCESSING
+_MAX_NOT_READY = 30  # creates refused FAILED_PRECONDITION for one upload that the server calls ACTIVE: then fail
+_LOCAL_ERROR_PAUSES = (2.0, 10.0, 60.0, 300.0)  # back-off of a batch after a local error (disk full, file gone)
+_LIFETIME_SHARE = 0.25  # the expiry margin is at most this share of the lifetime the server gave an upload
+_UPLOAD_FAILED_RETRIES = 1  # an upload the server marks FAILED is uploaded again this many times
 
 
 class Engine:
@@ -95,6 +115,14 @@ class Engine:
         self._result_missing_since: dict[str, float] = {}
         self._poll_schedule = PollSchedule(settings.poll_interval)
         self._ambiguous_since: dict[str, float] = {}
+        self._not_before: dict[str, float] = {}  # batch id -> when its upload or create may be tried again
+        self._not_ready_count: dict[str, int] = {}  # FAILED_PRECONDITION refusals and PROCESSING looks, per batch
+        self._failed_uploads: dict[str, int] = {}  # uploads the server marked FAILED, per batch
+        self._processing_since: dict[str, float] = {}  # when we first saw a batch's upload PROCESSING
+        self._local_errors: dict[str, int] = {}  # consecutive local errors per batch (for the back-off)
+        self._reasons_logged: set[tuple[str, str]] = set()  # (batch id, reason) logged once
+        self._fatal: str | None = None  # why the run had to stop (exit 2): a refused key, no usable MIME type, ...
+        self._storage_wait_logged = False
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
         gateway.on_retry = lambda text: self._log(Level.WARNING, f"retrying {text}")
@@ -265,7 +293,9 @@ class Engine:
         assert self.state is not None
         if self.settings.output_dir is not None:
             self.settings.output_dir.mkdir(parents=True, exist_ok=True)
+        await self._check_model()
         await self._recover_uploads()
+        self._sweep_saved_uploads()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._upload_loop())
@@ -282,6 +312,54 @@ class Engine:
         code = self.exit_code()
         self.bus.publish(RunFinished(self.clock(), code, self.summary()))
         return code
+
+    async def _check_model(self) -> None:
+        """Refuse the run (exit 2, nothing uploaded) when the server does not know the model and a create is
+        still to come; a server that cannot be asked right now does not stop the run."""
+        to_create = (Stage.VALIDATED, Stage.UPLOADING, Stage.UPLOADED)
+        if not any(self._staged[stage] for stage in to_create):
+            return
+        try:
+            known = await self.gateway.model_known()
+        except Unusable as exc:
+            self._log(Level.ERROR, str(exc))
+            raise RunRefused(str(exc), EXIT_USAGE) from None
+        except GatewayError as exc:
+            self._log(Level.WARNING, f"could not check the model {self.settings.model} ({exc}); going on")
+            return
+        if known:
+            return
+        names = await self.gateway.model_names()
+        close = difflib.get_close_matches(self.settings.model.removeprefix("models/"), names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        message = f"the server does not know the model {self.settings.model!r}{hint} (nothing was uploaded)"
+        self._log(Level.ERROR, message)
+        raise RunRefused(message, EXIT_USAGE)
+
+    def _sweep_saved_uploads(self) -> None:
+        """Uploads of batches whose results were saved before a stop: delete them now (storage cap)."""
+        saved = [rec for rec in self._records_in(Stage.DOWNLOADED) if rec.upload_name]
+        if not saved or not self.settings.transfer.delete_uploads_after_download:
+            return
+
+        async def sweep() -> None:
+            for rec in saved:
+                await self._free_storage(rec)
+
+        self._side_task(sweep())
+
+    def _side_task(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the loops; the run does not end before it does."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _stop_run(self, message: str) -> None:
+        """Stop the whole run with exit 2: every further call would fail the same way."""
+        if self._fatal is None:
+            self._fatal = message
+            self._log(Level.ERROR, f"stopping the run: {message}")
+        self.request_stop()
 
     def _save_final(self) -> None:
         assert self.state is not None
@@ -308,6 +386,8 @@ class Engine:
 
     def exit_code(self) -> int:
         """0 when every file's results are saved (skipped files aside), 3 when some ended otherwise."""
+        if self._fatal is not None:
+            return EXIT_USAGE
         stages = [rec.stage for rec in self.records.values()]
         if all(stage in (Stage.DOWNLOADED, Stage.SKIPPED) for stage in stages):
             return EXIT_OK
@@ -392,8 +472,15 @@ class Engine:
 
     def _upload_usable(self, rec: BatchRecord) -> bool:
         expires = rec.upload_expires_at
+        return expires is None or expires - self.clock() > self._expiry_margin(rec)
+
+    def _expiry_margin(self, rec: BatchRecord) -> float:
+        """The setting, but never more than a share of the lifetime the server gave this upload: a server that
+        gives files less than the margin must not make every fresh upload look expired (an upload loop)."""
         margin = self.settings.transfer.upload_expiry_margin
-        return expires is None or expires - self.clock() > margin
+        if rec.upload_lifetime is not None:
+            margin = min(margin, rec.upload_lifetime * _LIFETIME_SHARE)
+        return margin
 
     def _records_in(self, *stages: Stage) -> list[BatchRecord]:
         """The records in these stages (a copy: callers may change stages while walking it)."""
@@ -411,24 +498,31 @@ class Engine:
             return
         try:
             files = await self.gateway.list_files()
+        except Unusable as exc:
+            self._stop_run(str(exc))
+            return
         except GatewayError as exc:
             self._log(Level.WARNING, f"cannot list files to recover uploads ({exc}); uploading again")
             files = []
         by_name = {}
         for remote in files:
-            if remote.display_name and remote.state in (None, "ACTIVE"):
+            if remote.display_name and remote.state in (None, "ACTIVE", "PROCESSING"):
                 by_name.setdefault(remote.display_name, remote)
         for rec in waiting:
             remote = by_name.get(upload_display_name(rec.sha256))
-            if remote is not None and remote.size_bytes in (None, rec.size_bytes) and (
-                remote.expires_at is None
-                or remote.expires_at - self.clock() > self.settings.transfer.upload_expiry_margin
-            ):
-                rec.upload_name = remote.name
-                rec.upload_expires_at = remote.expires_at
-                self._set(rec, Stage.UPLOADED, f"found its earlier upload {remote.name}")
-            else:
-                self._set(rec, Stage.VALIDATED, "upload was cut short; uploading again")
+            if remote is not None and remote.size_bytes in (None, rec.size_bytes):
+                self._take_upload(rec, remote)
+                if self._upload_usable(rec):
+                    self._set(rec, Stage.UPLOADED, f"found its earlier upload {remote.name}")
+                    continue
+            rec.upload_name = None
+            self._set(rec, Stage.VALIDATED, "upload was cut short; uploading again")
+
+    def _take_upload(self, rec: BatchRecord, remote: RemoteFile) -> None:
+        rec.upload_name = remote.name
+        rec.upload_expires_at = remote.expires_at
+        rec.upload_lifetime = remote.lifetime
+        rec.upload_active = remote.state in (None, "ACTIVE")
 
     async def _worker_pool(
         self,
@@ -437,13 +531,15 @@ class Engine:
         room: Callable[[], int],
         work: Callable[[BatchRecord], Awaitable[None]],
     ) -> None:
-        """Start `work` on records in `stage`, in order, at most `concurrency` at a time and `room()` per round."""
+        """Start `work` on records in `stage`, in order, at most `concurrency` at a time and `room()` per round.
+
+        A record backing off after an error (`_not_before`) is passed over until its time comes."""
         limit = asyncio.Semaphore(max(1, concurrency))
         tasks: set[asyncio.Task[None]] = set()
 
         async def one(rec: BatchRecord) -> None:
             try:
-                await work(rec)
+                await self._contained(rec, work)
             finally:
                 self._busy.discard(rec.batch_id)
                 limit.release()
@@ -452,10 +548,13 @@ class Engine:
         try:
             while not self._stop.is_set():
                 budget = room()
-                for rec in self._first_in(stage, max(0, budget) + len(self._busy)):
+                now = self.clock()
+                if self._not_before:
+                    self._not_before = {k: v for k, v in self._not_before.items() if v > now}
+                for rec in self._first_in(stage, max(0, budget) + len(self._busy) + len(self._not_before)):
                     if budget <= 0 or limit.locked():
                         break
-                    if rec.batch_id in self._busy:
+                    if rec.batch_id in self._busy or self._not_before.get(rec.batch_id, 0.0) > now:
                         continue
                     budget -= 1
                     await limit.acquire()
@@ -469,59 +568,163 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _contained(self, rec: BatchRecord, work: Callable[[BatchRecord], Awaitable[None]]) -> None:
+        """Run one batch's work; an error of this machine (disk full, a file gone, a name too long) or a bug marks
+        that batch with the reason and backs it off, logged once per distinct reason: never a storm."""
+        try:
+            await work(rec)
+        except asyncio.CancelledError:
+            raise
+        except Unusable as exc:
+            self._stop_run(str(exc))
+        except CheckpointWriteError:
+            raise  # the checkpoint loop reports these, and creates wait for a write that works
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GatewayError) else str(exc)
+            self._back_off(rec, redact(reason))
+        else:
+            self._local_errors.pop(rec.batch_id, None)
+
+    def _back_off(self, rec: BatchRecord, reason: str) -> None:
+        count = self._local_errors.get(rec.batch_id, 0)
+        self._local_errors[rec.batch_id] = count + 1
+        pause = _LOCAL_ERROR_PAUSES[min(count, len(_LOCAL_ERROR_PAUSES) - 1)]
+        self._not_before[rec.batch_id] = self.clock() + pause
+        rec.last_error = reason
+        if (rec.batch_id, reason) in self._reasons_logged:
+            return
+        self._reasons_logged.add((rec.batch_id, reason))
+        self._emit(rec, f"{reason}; trying again in {pause:.0f}s")
+        self._log(Level.ERROR, f"{rec.batch_id}: {reason}; trying again in {pause:.0f}s (logged once)", rec.batch_id)
+
+    def _held_bytes(self) -> int:
+        """Bytes of our uploads on the server (what the storage cap counts): uploading up to saved results."""
+        held = 0
+        for stage in (Stage.UPLOADING, Stage.UPLOADED, Stage.CREATING, Stage.PENDING, Stage.RUNNING,
+                      Stage.SUCCEEDED, Stage.DOWNLOADED, Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED):
+            for rec in self._staged[stage].values():
+                if rec.upload_name is not None or stage is Stage.UPLOADING:
+                    held += rec.size_bytes
+        return held
+
+    def _storage_room(self, slots: int) -> int:
+        """How many of the next uploads (at most `slots`) fit under the storage cap with what we hold."""
+        if slots <= 0:
+            return slots
+        cap = self.settings.transfer.storage_cap_bytes
+        held = self._held_bytes() + sum(  # uploads picked up but not yet UPLOADING
+            self.records[b].size_bytes for b in self._busy
+            if b in self.records and self.records[b].stage is Stage.VALIDATED)
+        fits = 0
+        for rec in itertools.islice(self._staged[Stage.VALIDATED].values(), slots + len(self._busy)):
+            if rec.batch_id in self._busy:
+                continue
+            if held + rec.size_bytes > cap:
+                break
+            held += rec.size_bytes
+            fits += 1
+            if fits == slots:
+                break
+        waiting = fits == 0 and bool(self._staged[Stage.VALIDATED])
+        if waiting and not self._storage_wait_logged:
+            self._log(Level.INFO, f"uploads wait: {held / 1e9:.2f} GB of ours on the server, storage cap "
+                                  f"{cap / 1e9:.2f} GB; waiting for results to be saved and their uploads deleted")
+        elif not waiting and self._storage_wait_logged and fits:
+            self._log(Level.INFO, "uploads go on: there is room under the storage cap")
+        self._storage_wait_logged = waiting or (self._storage_wait_logged and not fits)
+        return fits
+
     async def _upload_loop(self) -> None:
         def room() -> int:
             if self.paused:
                 return 0
             ahead = len(self._staged[Stage.UPLOADING]) + len(self._staged[Stage.UPLOADED])
-            return self.settings.transfer.upload_ahead - ahead
+            slots = self.settings.transfer.upload_ahead - ahead
+            return self._storage_room(slots)
 
         transfer = self.settings.transfer
         await self._worker_pool(Stage.VALIDATED, transfer.upload_concurrency, room, self._upload_one)
 
     async def _upload_one(self, rec: BatchRecord) -> None:
+        path = Path(rec.source)
+        if not await self._unchanged(rec, path):
+            self._set(rec, Stage.REJECTED, f"{path}: changed since it was validated; not uploaded",
+                      Level.ERROR)
+            return
+        self._set(rec, Stage.UPLOADING, f"uploading {rec.size_bytes} bytes")
         try:
-            path = Path(rec.source)
-            if not await self._unchanged(rec, path):
-                self._set(rec, Stage.REJECTED, f"{path}: changed since it was validated; not uploaded",
-                          Level.ERROR)
-                return
-            self._set(rec, Stage.UPLOADING, f"uploading {rec.size_bytes} bytes")
-            try:
-                await self.store.commit()
-            except CheckpointWriteError as exc:  # nothing was sent: back to the queue until the disk has room
-                self._set(rec, Stage.VALIDATED, f"upload held back: {exc}", Level.ERROR)
-                await self._sleep(_DISK_PAUSE)
-                return
+            await self.store.commit()
+        except CheckpointWriteError as exc:  # nothing was sent: back to the queue until the disk has room
+            self._set(rec, Stage.VALIDATED, f"upload held back: {exc}", Level.ERROR)
+            await self._sleep(_DISK_PAUSE)
+            return
+        try:
             remote = await self.gateway.upload(path, upload_display_name(rec.sha256))
             crash_point("after-upload")
-            if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
-                await self.gateway.delete_file(remote.name)
-                self._set(rec, Stage.REJECTED,
-                          f"{path}: content changed during upload (server hash differs); not submitted",
-                          Level.ERROR)
-                return
-            rec.upload_name = remote.name
-            rec.upload_expires_at = remote.expires_at
-            self._set(rec, Stage.UPLOADED, f"uploaded as {remote.name}")
+        except Unusable:
+            self._set(rec, Stage.VALIDATED, "upload stopped: the run cannot go on", Level.ERROR)
+            raise
+        except UploadRefused as exc:  # permanent for this file: no loop
+            rec.last_error = str(exc)
+            self._set(rec, Stage.FAILED, f"upload refused by the server: {exc}", Level.ERROR)
+            return
+        except RateLimited as exc:  # most likely the storage cap: wait for our own deletions, then try again
+            rec.last_error = str(exc)
+            self._not_before[rec.batch_id] = self.clock() + 60.0
+            self._set(rec, Stage.VALIDATED, f"upload refused for now ({exc}); waiting for room", Level.WARNING)
+            return
         except GatewayError as exc:
             rec.last_error = str(exc)
+            self._not_before[rec.batch_id] = self.clock() + 5.0
             self._set(rec, Stage.VALIDATED, f"upload failed: {exc}; will try again", Level.WARNING)
-            await self._sleep(5.0)
+            return
+        except BaseException:
+            self._set(rec, Stage.VALIDATED, "upload interrupted; uploading again")
+            raise
+        if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
+            await self.gateway.delete_file(remote.name)
+            self._set(rec, Stage.REJECTED,
+                      f"{path}: content changed during upload (server hash differs); not submitted",
+                      Level.ERROR)
+            return
+        self._take_upload(rec, remote)
+        if remote.state == "FAILED":
+            await self._upload_failed(rec, remote.error or "the server marked the upload FAILED")
+            return
+        state = "" if rec.upload_active else f" ({remote.state.lower() if remote.state else 'processing'})"
+        self._set(rec, Stage.UPLOADED, f"uploaded as {remote.name}{state}")
+
+    async def _upload_failed(self, rec: BatchRecord, reason: str) -> None:
+        """The server marked an upload FAILED: upload it once more, then the batch fails with its message."""
+        count = self._failed_uploads.get(rec.batch_id, 0)
+        name, rec.upload_name, rec.upload_active = rec.upload_name, None, False
+        if name is not None:
+            with contextlib.suppress(GatewayError):
+                await self.gateway.delete_file(name)
+        rec.last_error = f"upload {name} FAILED on the server: {reason}"
+        if count < _UPLOAD_FAILED_RETRIES:
+            self._failed_uploads[rec.batch_id] = count + 1
+            self._set(rec, Stage.VALIDATED, f"{rec.last_error}; uploading once more", Level.WARNING)
+            return
+        self._set(rec, Stage.FAILED, rec.last_error, Level.ERROR)
 
     # ---- creates -------------------------------------------------------------------------------
 
     async def _create_loop(self) -> None:
         while not self._stop.is_set():
             await self._settle_ambiguous()
-            rec = next(iter(self._staged[Stage.UPLOADED].values()), None)
+            rec = self._next_to_create()
             if rec is None or self.paused:
                 self._mark_waiting("paused" if self.paused else None)
-                await self._wait_change(1.0)
+                await self._wait_change(self._until_next_create())
                 continue
             if not self._upload_usable(rec):
                 rec.upload_name = None
+                rec.upload_active = False
                 self._set(rec, Stage.VALIDATED, "its upload expires soon; uploading again")
+                continue
+            if not rec.upload_active:
+                await self._check_upload_ready(rec)
                 continue
             now = self.clock()
             decision = self.admission.decide(rec.est_tokens, now)
@@ -533,6 +736,70 @@ class Engine:
                 continue
             self._mark_waiting(None)  # creates flow again: no stale reason stays on the waiting uploads
             await self._create_one(rec)
+
+    def _next_to_create(self) -> BatchRecord | None:
+        """The first uploaded batch that is not backing off (an upload still PROCESSING waits its turn)."""
+        now = self.clock()
+        for rec in self._staged[Stage.UPLOADED].values():
+            if self._not_before.get(rec.batch_id, 0.0) <= now:
+                return rec
+        return None
+
+    def _until_next_create(self) -> float:
+        waits = [self._not_before.get(r.batch_id, 0.0) for r in self._staged[Stage.UPLOADED].values()]
+        later = [t - self.clock() for t in waits if t > self.clock()]
+        return min([1.0, *later]) if later else 1.0
+
+    async def _check_upload_ready(self, rec: BatchRecord) -> None:
+        """Ask the server whether an upload is ACTIVE before a create names it (a create naming a PROCESSING
+        file is refused 400 FAILED_PRECONDITION: see the field reports in gemini-batch-protocol.md)."""
+        assert rec.upload_name is not None
+        try:
+            remote = await self.gateway.get_file(rec.upload_name)
+        except Unusable as exc:
+            self._stop_run(str(exc))
+            return
+        except GatewayError as exc:
+            self._not_before[rec.batch_id] = self.clock() + 5.0
+            rec.last_error = f"cannot look at its upload: {exc}"
+            self._emit(rec)
+            return
+        if remote is None:
+            self._reupload_gone(rec, f"its upload {rec.upload_name} is gone from the server")
+            return
+        self._take_upload(rec, remote)
+        if remote.state == "FAILED":
+            await self._upload_failed(rec, remote.error or "the server marked the upload FAILED")
+            return
+        if rec.upload_active:
+            self._not_ready_count.pop(rec.batch_id, None)
+            self._processing_since.pop(rec.batch_id, None)
+            self._emit(rec, f"its upload {rec.upload_name} is ACTIVE")
+            return
+        looks = self._not_ready_count.get(rec.batch_id, 0)
+        self._not_ready_count[rec.batch_id] = looks + 1
+        waited = self.clock() - self._processing_since.setdefault(rec.batch_id, self.clock())
+        if waited > self.settings.transfer.upload_processing_timeout:
+            self._processing_since.pop(rec.batch_id, None)
+            await self._upload_failed(rec, f"still PROCESSING after {waited:.0f}s")
+            return
+        pause = _PROCESSING_CHECKS[min(looks, len(_PROCESSING_CHECKS) - 1)]
+        self._not_before[rec.batch_id] = self.clock() + pause
+        if rec.wait_reason != "upload processing on the server":
+            rec.wait_reason = "upload processing on the server"
+            self._emit(rec)
+
+    def _reupload_gone(self, rec: BatchRecord, note: str) -> None:
+        count = self._reuploads.get(rec.batch_id, 0)
+        rec.upload_name = None
+        rec.upload_expires_at = None
+        rec.upload_active = False
+        if count >= 2:
+            rec.last_error = note
+            self._set(rec, Stage.FAILED, f"{note}, for the third time; giving up", Level.ERROR)
+            return
+        self._reuploads[rec.batch_id] = count + 1
+        self._set(rec, Stage.VALIDATED, f"{note}; uploading again", Level.WARNING)
 
     def _wait_for(self, decision: Decision, now: float) -> float:
         if decision.retry_at is not None:
@@ -586,24 +853,45 @@ class Engine:
             self._emit(rec, f"create outcome unknown ({exc}); will look for it in the batch list")
             self._log(Level.WARNING, f"{rec.batch_id}: create outcome unknown: {exc}", rec.batch_id)
             return
+        except Unusable as exc:
+            self.admission.job_ended(rec.batch_id)
+            self._set(rec, Stage.UPLOADED, f"create not made: {exc}", Level.ERROR)
+            self._stop_run(str(exc))
+            return
         except Permanent as exc:
             self.admission.job_ended(rec.batch_id)
+            if exc.status == "FAILED_PRECONDITION":
+                self._create_not_yet(rec, exc)
+                return
             await self._create_refused(rec, exc)
             return
         self.admission.create_accepted(rec.batch_id, rec.est_tokens, self.clock())
         self._adopt(rec, job, f"job {job.name} created")
         self._after_admission_change()
 
+    def _create_not_yet(self, rec: BatchRecord, exc: Permanent) -> None:
+        """400 FAILED_PRECONDITION: the upload is not ACTIVE yet. Not a failure of the batch: no job was made,
+        so the same display name is used again once the upload is ready."""
+        count = self._not_ready_count.get(rec.batch_id, 0) + 1
+        self._not_ready_count[rec.batch_id] = count
+        rec.display_name = None
+        rec.intent_at = None
+        rec.upload_active = False
+        rec.last_error = str(exc)
+        if count > _MAX_NOT_READY:
+            self._set(rec, Stage.FAILED, f"create refused {count} times as not ready: {exc}", Level.ERROR)
+            return
+        self._not_before[rec.batch_id] = self.clock() + _PROCESSING_CHECKS[min(count, len(_PROCESSING_CHECKS) - 1)]
+        self._set(rec, Stage.UPLOADED, f"create refused for now, its upload is not ACTIVE yet ({exc})")
+
     async def _create_refused(self, rec: BatchRecord, exc: Permanent) -> None:
         rec.last_error = str(exc)
-        gone = rec.upload_name is None or await self.gateway.get_file(rec.upload_name) is None
-        count = self._reuploads.get(rec.batch_id, 0)
-        if gone and count < 2:
-            self._reuploads[rec.batch_id] = count + 1
-            rec.upload_name = None
-            rec.upload_expires_at = None
-            self._set(rec, Stage.VALIDATED, f"create refused, its upload is gone ({exc}); uploading again",
-                      Level.WARNING)
+        try:
+            gone = rec.upload_name is None or await self.gateway.get_file(rec.upload_name) is None
+        except GatewayError:
+            gone = False
+        if gone:
+            self._reupload_gone(rec, f"create refused, its upload is gone ({exc})")
             return
         self._set(rec, Stage.FAILED, f"create refused: {exc}", Level.ERROR)
 
@@ -668,11 +956,17 @@ class Engine:
             await self._sleep(self._poll_schedule.delay(in_flight, self.clock()))
 
     async def _poll(self, active: dict[str, BatchRecord]) -> None:
-        """One cycle: batches.list pages until every active job was seen, then a get for the rest."""
+        """One cycle: batches.list pages until every active job was seen, then a get for the rest.
+
+        The list's order is not documented (newest first today), so the walk reads at most the pages that the
+        active jobs could fill plus two; jobs not seen by then are asked for one by one. A cycle costs at most
+        `ceil(active / page) + 2` list calls and `active` gets, whatever the order and however many other jobs
+        the account holds."""
         unseen = dict(active)
         token: str | None = None
         pages = 0
-        while unseen:
+        budget = -(-len(active) // LIST_PAGE_SIZE) + 2
+        while unseen and pages < budget:
             jobs, token = await self.gateway.list_jobs_page(token)
             pages += 1
             for job in jobs:
@@ -728,6 +1022,7 @@ class Engine:
         end = _SERVER_END_STATES.get(job.state)
         if end is Stage.SUCCEEDED:
             rec.result_name = job.result_file
+            rec.results_inline = job.results_inline and not job.result_file
             self._set(rec, Stage.SUCCEEDED, note or f"job {job.name} succeeded")
         elif end is not None:
             if end is Stage.EXPIRED and job.result_file:
@@ -747,7 +1042,7 @@ class Engine:
         batch_id = rec.batch_id
 
         async def keep() -> None:
-            temporary = target.with_name(f".{target.name}.part")
+            temporary = target.with_name(_part_name(target.name))
             try:
                 await self.gateway.download(result_file, temporary)
                 await asyncio.to_thread(move_into_place, temporary, target)
@@ -793,15 +1088,21 @@ class Engine:
     async def _download_one(self, rec: BatchRecord) -> None:
         assert self.settings.output_dir is not None
         final = self.settings.output_dir / result_file_name(rec.batch_id)
-        temporary = final.with_name(f".{final.name}.part")
+        temporary = final.with_name(_part_name(final.name))
         try:
-            if not rec.result_name:
+            if not rec.result_name and not rec.results_inline:
                 job = await self.gateway.get_job(rec.job_name or "")
                 rec.result_name = job.result_file if job else None
-                if not rec.result_name:
-                    self._handle_server_end(rec, Stage.FAILED, "the job succeeded but names no result file")
+                rec.results_inline = bool(job and job.results_inline and not job.result_file)
+                if not rec.result_name and not rec.results_inline:
+                    self._handle_server_end(rec, Stage.FAILED, "the job succeeded but names no results")
                     return
-            await self.gateway.download(rec.result_name, temporary)
+            if rec.results_inline:  # results in the job itself (metadata.output.inlinedResponses)
+                await self.gateway.save_inline_results(rec.job_name or "", temporary)
+                await asyncio.to_thread(key_results_by_order, Path(rec.source), temporary)
+            else:
+                assert rec.result_name is not None
+                await self.gateway.download(rec.result_name, temporary)
             crash_point("during-download")
             check = await asyncio.to_thread(check_results, Path(rec.source), temporary)
             rec.succeeded_count, rec.failed_count, rec.pending_count = check.succeeded, check.failed, 0
@@ -815,21 +1116,50 @@ class Engine:
             await asyncio.to_thread(move_into_place, temporary, final)
             self._result_missing_since.pop(rec.batch_id, None)
             rec.result_path = str(final)
+            where = "inline results" if rec.results_inline else "results"
             self._set(rec, Stage.DOWNLOADED,
-                      f"results saved: {check.succeeded} succeeded, {check.failed} failed requests")
+                      f"{where} saved: {check.succeeded} succeeded, {check.failed} failed requests")
+        except Unusable:
+            raise
         except GatewayError as exc:
-            if isinstance(exc, Permanent) and exc.code == 404 and self._result_gone(rec):
+            gone = isinstance(exc, Permanent) and exc.code in (403, 404)  # the service answers 403 for a gone file
+            if gone and self._result_gone(rec):
                 rec.result_name = None
                 self._handle_server_end(rec, Stage.EXPIRED, f"its result file is gone from the server ({exc})")
                 return
             rec.last_error = f"download failed: {exc}"
+            self._not_before[rec.batch_id] = self.clock() + 5.0
             self._emit(rec, f"download failed: {exc}; will try again")
             self._log(Level.WARNING, f"{rec.batch_id}: download failed: {exc}", rec.batch_id)
-            await self._sleep(5.0)
+            return
         finally:
             with contextlib.suppress(OSError):
                 if temporary.exists():
                     os.unlink(temporary)
+        if rec.stage is Stage.DOWNLOADED:
+            self._side_task(self._free_storage(rec))  # the run ends only once it is done
+
+    async def _free_storage(self, rec: BatchRecord) -> None:
+        """Results saved: delete the job's input upload (and, when asked, its result file) so a long run stays
+        under the project's storage cap. A failed delete is logged, never a reason to fetch again."""
+        transfer = self.settings.transfer
+        names = []
+        if transfer.delete_uploads_after_download and rec.upload_name:
+            names.append(("upload", rec.upload_name))
+        if transfer.delete_results_after_download and rec.result_name:
+            names.append(("result file", rec.result_name))
+        for what, name in names:
+            try:
+                await self.gateway.delete_file(name)
+            except GatewayError as exc:
+                self._log(Level.WARNING, f"{rec.batch_id}: could not delete its {what} {name}: {exc}", rec.batch_id)
+                continue
+            if what == "upload":
+                rec.upload_name = None
+                rec.upload_active = False
+            self._emit(rec, f"deleted its {what} {name} from the server")
+        if names:
+            self._wake()  # uploads held back by the storage cap may go on
 
     def _result_gone(self, rec: BatchRecord) -> bool:
         """True once a result file has answered 404 for longer than `result_gone_after` (a job may report
@@ -855,6 +1185,15 @@ class Engine:
             except CheckpointWriteError as exc:  # the changes stay in memory; creates wait for a commit that works
                 self._log(Level.ERROR, f"{exc}; trying again in {_DISK_PAUSE:.0f}s")
                 await self._sleep(_DISK_PAUSE)
+
+
+def _part_name(name: str) -> str:
+    """The temporary name a result is written under before it is checked; a name too long for the folder
+    gets a short one of its own instead of failing every download."""
+    part = f".{name}.part"
+    if len(os.fsencode(part)) <= 255:
+        return part
+    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}.part"
 
 
 def _same_file(rec: BatchRecord, stat: os.stat_result | None) -> bool:

@@ -26,6 +26,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from .api_trace import ApiTrace
 from .events import Quota
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v1beta"
 JSONL_MIME = "application/jsonl"
+# The service has refused each of these at some time (python-genai #1547: "jsonl"; google-gemini/cookbook #1008:
+# "application/jsonl"); an upload refused for its MIME type tries the next one once, and the one that works is kept.
+JSONL_MIME_TYPES = ("application/jsonl", "jsonl", "text/plain")
 LIST_PAGE_SIZE = 100
 
 T = TypeVar("T")
@@ -103,6 +107,15 @@ class Ambiguous(GatewayError):
     """A create whose outcome is unknown (timeout, reset, 5xx): the job may exist on the server."""
 
 
+class Unusable(Permanent):
+    """The run cannot go on as configured (a refused key, a redirect, a wrong base URL, no accepted MIME type):
+    every further call would fail the same way, so the engine stops with this message."""
+
+
+class UploadRefused(Permanent):
+    """The server refused this upload for a reason of the file itself (4xx): repeating it will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteFile:
     """An uploaded file as the Files API reports it."""
@@ -112,7 +125,16 @@ class RemoteFile:
     size_bytes: int | None
     sha256_hex: str | None
     expires_at: float | None
-    state: str | None
+    state: str | None  # "PROCESSING", "ACTIVE" or "FAILED" (None when the server did not say)
+    error: str | None = None  # why a FAILED file failed, as the server put it
+    create_time: float | None = None  # unix time; with expires_at, the lifetime the server gave the file
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds between the file's creation and its expiry, when the server gave both."""
+        if self.create_time is None or self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - self.create_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +153,7 @@ class RemoteJob:
     create_time: float | None = None  # unix time, from metadata.createTime
     end_time: float | None = None  # unix time, from metadata.endTime (ended jobs): create-to-end is the duration
     input_file: str | None = None  # "files/…" the job was created from (metadata.inputConfig.fileName)
+    results_inline: bool = False  # its output is metadata.output.inlinedResponses, not a responses file
 
     @property
     def ended(self) -> bool:
@@ -245,6 +268,7 @@ def _sha256_hex(value: str | None) -> str | None:
 
 
 def _remote_file(f: types.File) -> RemoteFile:
+    error = f.error
     return RemoteFile(
         name=f.name or "",
         display_name=f.display_name,
@@ -252,6 +276,8 @@ def _remote_file(f: types.File) -> RemoteFile:
         sha256_hex=_sha256_hex(f.sha256_hash),
         expires_at=_timestamp(f.expiration_time),
         state=f.state.name if f.state is not None else None,
+        error=_short(f"{error.code or ''} {error.message or ''}".strip()) or None if error is not None else None,
+        create_time=_timestamp(f.create_time),
     )
 
 
@@ -274,6 +300,7 @@ def job_from_operation(op: dict[str, Any]) -> RemoteJob:
         display_name=meta.get("displayName"),
         state=_BATCH_TO_JOB_STATE.get(state, state),
         result_file=output.get("responsesFile"),
+        results_inline="inlinedResponses" in output,
         request_count=_int(stats.get("requestCount")),
         succeeded=_int(stats.get("successfulRequestCount", 0)),
         failed=_int(stats.get("failedRequestCount", 0)),
@@ -285,27 +312,70 @@ def job_from_operation(op: dict[str, Any]) -> RemoteJob:
     )
 
 
+def inline_result_lines(op: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inline responses of a job's raw Operation as result-file lines: `{"key", "response"}` or
+    `{"key", "error"}` (the key from the item's metadata when the service echoed one)."""
+    output = (op.get("metadata") or {}).get("output") or {}
+    outer = output.get("inlinedResponses") or {}
+    items = outer.get("inlinedResponses", []) if isinstance(outer, dict) else outer
+    lines: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        line: dict[str, Any] = {}
+        metadata = item.get("metadata")
+        if isinstance(metadata, dict) and "key" in metadata:
+            line["key"] = metadata["key"]
+        for part in ("response", "error"):
+            if part in item:
+                line[part] = item[part]
+        lines.append(line)
+    return lines
+
+
 def _job_from_sdk(job: types.BatchJob) -> RemoteJob:
     return RemoteJob(
         name=job.name or "",
         display_name=job.display_name,
         state=job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED",
         result_file=job.dest.file_name if job.dest is not None else None,
+        results_inline=bool(job.dest is not None and job.dest.inlined_responses),
         create_time=_timestamp(job.create_time),
         end_time=_timestamp(job.end_time),
     )
 
 
-def _translate(exc: BaseException, *, may_have_taken_effect: bool) -> GatewayError:
-    """Map an SDK or transport exception onto the engine's error kinds."""
+_KEY_REFUSED = ("API_KEY_INVALID", "API key not valid", "API key expired", "unregistered callers")
+
+
+def _redirect_target(exc: genai_errors.APIError) -> str:
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    location = headers.get("location") if headers is not None else None
+    return str(location) if location else "another address"
+
+
+def _translate(exc: BaseException, *, may_have_taken_effect: bool, about_file: bool = False) -> GatewayError:
+    """Map an SDK or transport exception onto the engine's error kinds.
+
+    `about_file`: the call names one file (get, delete, download), where 403 and 404 mean "no such file"
+    (the service answers 403 PERMISSION_DENIED for a missing or expired file: python-genai #1218)."""
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, ExceptionGroup) and exc.exceptions:  # the transport's connect attempts, grouped
+        return _translate(exc.exceptions[0], may_have_taken_effect=may_have_taken_effect, about_file=about_file)
     genai_errors, httpx2 = _errors(), _httpx()
     if isinstance(exc, genai_errors.APIError):
         code = int(exc.code or 0)
         message = f"{code} {exc.status or ''}: {_short(exc.message)}".strip()
         if code == 429:
             return parse_rate_limit(exc)
+        if 300 <= code < 400:  # redirects are not followed: the API key must not travel to another origin
+            return Unusable(f"{code}: the server redirects to {_redirect_target(exc)}; API calls do not follow "
+                            "redirects (the API key would go along): point --base-url at the final address",
+                            code, exc.status)
+        if code == 401 or any(mark in str(exc.details) for mark in _KEY_REFUSED) or (
+                code == 403 and not about_file):
+            return Unusable(f"the API key was refused: {message}", code, exc.status)
         if 400 <= code < 500 and code != 408:
             return Permanent(message, code, exc.status)
         if may_have_taken_effect:
@@ -316,9 +386,14 @@ def _translate(exc: BaseException, *, may_have_taken_effect: bool) -> GatewayErr
     if isinstance(exc, httpx2.TransportError | TimeoutError | ConnectionError):
         text = f"no answer: {type(exc).__name__}"
         return Ambiguous(text) if may_have_taken_effect else Transient(text)
+    if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol | OverflowError):
+        return Unusable(f"the base URL cannot be used: {type(exc).__name__}: {_short(str(exc))}", 0)
+    if isinstance(exc, UnicodeError):
+        return Unusable(f"a request could not be encoded (is the API key plain ASCII?): {type(exc).__name__}", 0)
     if isinstance(exc, KeyError | ValueError) and not may_have_taken_effect:
-        # The SDK raises KeyError('file') / ValueError on a malformed upload answer (python-genai #1590).
-        return Transient(f"malformed answer: {type(exc).__name__}: {_short(str(exc))}")
+        # A malformed answer: the SDK raises KeyError / ValueError. Repeating the call gets the same answer
+        # (the advice of python-genai #1590 to retry it was withdrawn), so it is permanent for this call.
+        return Permanent(f"malformed answer: {type(exc).__name__}: {_short(str(exc))}", 0)
     raise exc
 
 
@@ -348,6 +423,7 @@ class Gateway:
         max_retries: int = 6,
         retry_max_wait: float = 120.0,
         on_retry: RetryLogger | None = None,
+        trace: ApiTrace | None = None,
     ) -> None:
         self.model = model
         self._timeout = timeout
@@ -358,6 +434,8 @@ class Gateway:
         self._api_key: str | None = api_key  # handed to the SDK client when it is made, then dropped
         self._http: Any = None
         self._client: Any = None
+        self._trace = trace
+        self.mime_types: list[str] = list(JSONL_MIME_TYPES)  # the first is the one in use; refused ones drop out
 
     def _make_client(self) -> None:
         import httpx2
@@ -366,7 +444,9 @@ class Gateway:
 
         # Our own httpx2 client: the same transport with or without aiohttp installed
         # (the aiohttp path re-sends a request after a dropped connection, which could duplicate a create).
-        self._http = httpx2.AsyncClient(timeout=self._timeout, follow_redirects=True)
+        # Redirects are not followed: a proxy answering 307 to another origin would receive the API key there.
+        hooks = self._trace.event_hooks() if self._trace is not None else None
+        self._http = httpx2.AsyncClient(timeout=self._timeout, follow_redirects=False, event_hooks=hooks)
         options = types.HttpOptions(
             api_version=API_VERSION,
             timeout=int(self._timeout * 1000),
@@ -391,11 +471,13 @@ class Gateway:
                 self._make_client()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections and the trace file."""
         if self._http is not None:
             await self._http.aclose()
+        if self._trace is not None:
+            self._trace.close()
 
-    async def _safe(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _safe(self, what: str, call: Callable[[], Awaitable[T]], *, about_file: bool = False) -> T:
         """Run a call that is safe to repeat, retrying transient failures and 429s with backoff."""
 
         def before_sleep(state: RetryCallState) -> None:
@@ -417,29 +499,84 @@ class Gateway:
                 try:
                     return await call()
                 except Exception as exc:
-                    raise _translate(exc, may_have_taken_effect=False) from None
+                    raise _translate(exc, may_have_taken_effect=False, about_file=about_file) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- models ------------------------------------------------------------------------------
+
+    async def model_known(self) -> bool:
+        """True when the server knows the run's model (models.get); False on 404."""
+        try:
+            await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
+        except Permanent as exc:
+            # Only Google's own NOT_FOUND envelope says "no such model"; a proxy without the route says nothing.
+            if exc.code == 404 and exc.status == "NOT_FOUND" and not isinstance(exc, Unusable):
+                return False
+            raise
+        return True
+
+    async def model_names(self) -> list[str]:
+        """The model ids the server lists that can run batch jobs (empty when it will not say)."""
+
+        async def call() -> list[str]:
+            pager = await self._aio.models.list(config=_types().ListModelsConfig(page_size=100))
+            names = []
+            async for model in pager:
+                actions = model.supported_actions or []
+                if not actions or "batchGenerateContent" in actions or "generateContent" in actions:
+                    names.append((model.name or "").removeprefix("models/"))
+            return [name for name in names if name]
+
+        try:
+            return await self._safe("list models", call)
+        except GatewayError:
+            return []
 
     # ---- files -------------------------------------------------------------------------------
 
     async def upload(self, path: Path, display_name: str) -> RemoteFile:
-        """Upload a JSONL file (resumable, streamed in 8 MiB chunks by the SDK)."""
+        """Upload a JSONL file (resumable, streamed in 8 MiB chunks by the SDK).
 
-        async def call() -> RemoteFile:
+        A refusal of the MIME type tries each other JSONL type once; the type that works is kept for the run.
+        Any other 4xx is `UploadRefused` (permanent for this file); `Unusable` when no type is accepted."""
+        while True:
+            mime = self.mime_types[0]
+            try:
+                return await self._safe(f"upload {path.name}", lambda m=mime: self._upload_as(path, display_name, m))
+            except Unusable:
+                raise
+            except Permanent as exc:
+                if "mime type" in str(exc).lower() and exc.code == 400:
+                    if self.mime_types and self.mime_types[0] == mime:
+                        self.mime_types.pop(0)
+                    if not self.mime_types:
+                        raise Unusable(f"the server accepts none of the JSONL MIME types "
+                                       f"{', '.join(JSONL_MIME_TYPES)}: {exc}", exc.code, exc.status) from None
+                    if self.on_retry is not None:
+                        self.on_retry(f"upload {path.name}: MIME type {mime} refused ({exc}); "
+                                      f"trying {self.mime_types[0]}")
+                    continue
+                raise UploadRefused(str(exc), exc.code, exc.status) from None
+
+    async def _upload_as(self, path: Path, display_name: str, mime: str) -> RemoteFile:
+        # An open file, not a path: for a path the SDK sends the local file name in an X-Goog-Upload-File-Name
+        # header, which cannot carry a non-ASCII or newline name (and the server needs no local name).
+        handle = await asyncio.to_thread(path.open, "rb")
+        try:
             uploaded = await self._aio.files.upload(
-                file=str(path),
-                config=_types().UploadFileConfig(display_name=display_name, mime_type=JSONL_MIME),
+                file=handle,
+                config=_types().UploadFileConfig(display_name=display_name, mime_type=mime),
             )
-            return _remote_file(uploaded)
-
-        return await self._safe(f"upload {path.name}", call)
+        finally:
+            await asyncio.to_thread(handle.close)
+        return _remote_file(uploaded)
 
     async def get_file(self, name: str) -> RemoteFile | None:
-        """The file, or None when the server no longer has it."""
+        """The file, or None when the server no longer has it (403 or 404)."""
         try:
-            return await self._safe(f"get {name}", lambda: self._file_get(name))
+            return await self._safe(f"get {name}", lambda: self._file_get(name), about_file=True)
         except Permanent as exc:
-            if exc.code in (403, 404):
+            if exc.code in (403, 404) and not isinstance(exc, Unusable):
                 return None
             raise
 
@@ -456,20 +593,36 @@ class Gateway:
         return await self._safe("list files", call)
 
     async def delete_file(self, name: str) -> None:
-        """Delete an uploaded file; a file already gone is fine."""
+        """Delete an uploaded file; a file already gone (403 or 404) is fine."""
         try:
-            await self._safe(f"delete {name}", lambda: self._aio.files.delete(name=name))
+            await self._safe(f"delete {name}", lambda: self._aio.files.delete(name=name), about_file=True)
         except Permanent as exc:
-            if exc.code != 404:
+            if exc.code not in (403, 404) or isinstance(exc, Unusable):
                 raise
 
     async def download(self, file_name: str, destination: Path) -> None:
-        """Stream a result file to `destination` (which the caller renames into place when checked)."""
+        """Stream a result file to `destination` (which the caller renames into place when checked).
+
+        A file the server does not have raises Permanent with code 403 or 404."""
 
         async def call() -> None:
             await self._aio.files.download(file=file_name, destination=str(destination))
 
-        await self._safe(f"download {file_name}", call)
+        await self._safe(f"download {file_name}", call, about_file=True)
+
+    async def save_inline_results(self, job_name: str, destination: Path) -> int:
+        """Write a job's inline responses to `destination` as result-file lines; returns how many."""
+        response = await self._safe(f"get {job_name}",
+                                    lambda: self._aio._api_client.async_request("get", job_name, {}))
+        lines = inline_result_lines(json.loads(response.body or "{}"))
+
+        def write() -> None:
+            with destination.open("w", encoding="utf-8") as out:
+                for line in lines:
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+        await asyncio.to_thread(write)
+        return len(lines)
 
     # ---- batches -----------------------------------------------------------------------------
 
@@ -484,7 +637,7 @@ class Gateway:
         try:
             job = await self._aio.batches.create(model=self.model, src=file_name, config=config)
         except Exception as exc:
-            raise _translate(exc, may_have_taken_effect=True) from None
+            raise _translate(exc, may_have_taken_effect=True, about_file=True) from None
         return _job_from_sdk(job)
 
     async def get_job(self, name: str) -> RemoteJob | None:

@@ -12,8 +12,9 @@ import traceback
 from collections.abc import Callable
 from typing import TextIO
 
+from .api_trace import ApiTrace
 from .checkpoint import CheckpointError, CheckpointLocked, CheckpointStore
-from .config import Settings
+from .config import ConfigError, Settings
 from .engine import Engine, RunRefused
 from .events import (
     AdmissionChanged,
@@ -101,6 +102,13 @@ def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], Non
     Retries are logged as engine LogLines; `on_retry`, when given, receives them instead.
     """
     store = CheckpointStore(settings.checkpoint_path())
+    trace = None
+    if settings.trace is not None:
+        try:
+            settings.trace.parent.mkdir(parents=True, exist_ok=True)
+            trace = ApiTrace(settings.trace)
+        except OSError as exc:
+            raise ConfigError(f"--trace {settings.trace}: cannot write it: {exc.strerror or exc}") from None
     gateway = Gateway(
         api_key=api_key,
         model=settings.model,
@@ -108,6 +116,7 @@ def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], Non
         timeout=settings.transfer.request_timeout,
         max_retries=settings.transfer.max_retries,
         retry_max_wait=settings.transfer.retry_max_wait,
+        trace=trace,
     )
     engine = Engine(settings, gateway, store)
     if on_retry is not None:

@@ -98,6 +98,9 @@ class BatchRecord:
     stuck_since: float | None = None  # when the job was flagged as pending/running too long
     stuck_resubmits: int = 0  # stuck jobs of this batch cancelled to be submitted again
     resubmit_pending: bool = False  # its stuck job was cancelled by us; submit again once it shows CANCELLED
+    upload_lifetime: float | None = None  # seconds the server gave the upload (expiry - creation), when it said
+    upload_active: bool = False  # the server showed the upload ACTIVE: a create may name it
+    results_inline: bool = False  # the job answered in metadata.output.inlinedResponses, not a responses file
     updated_at: float = 0.0
     history: list[HistoryEntry] = field(default_factory=list)
 

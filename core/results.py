@@ -199,6 +199,22 @@ class _ResultLines:
                 yield str(key)
 
 
+def key_results_by_order(input_path: Path, result_path: Path) -> bool:
+    """Give keyless result lines the input's keys in input order, when every line lacks a key and the counts
+    agree (inline results of a file-input job may not echo keys); returns True when the file was rewritten."""
+    with result_path.open("rb") as handle:
+        lines = [json.loads(raw) for raw in handle if raw.strip()]
+    if not lines or any(isinstance(line, dict) and "key" in line for line in lines):
+        return False
+    keys = list(_input_keys(input_path))
+    if len(keys) != len(lines) or not all(isinstance(line, dict) for line in lines):
+        return False
+    with result_path.open("w", encoding="utf-8") as out:
+        for key, line in zip(keys, lines, strict=True):
+            out.write(json.dumps({"key": key, **line}, ensure_ascii=False) + "\n")
+    return True
+
+
 def move_into_place(temporary: Path, final: Path) -> None:
     """Rename a complete file into place and make the rename durable."""
     with temporary.open("rb") as handle:
