@@ -169,6 +169,16 @@ class EmulatorSettings:
         return settings
 
 
+def friendly_service() -> dict[str, Any]:
+    """The friendly variant of every service behaviour (the emulator before the field reports), for tests that
+    need it: `EmulatorSettings(**friendly_service(), pending_seconds=...)`. Realistic is the default."""
+    return {
+        "file_processing_seconds": 0.0, "file_processing_seconds_per_mib": 0.0, "file_failed_rate": 0.0,
+        "quota_error_details": "full", "missing_file_status": 404, "models": set(), "refused_mime_types": set(),
+        "inline_results_max_requests": 0, "batches_list_order": "newest", "flat_batch_stats": False,
+    }
+
+
 def field_types() -> dict[str, Any]:
     """The resolved type of every settings field."""
     return typing.get_type_hints(EmulatorSettings)
