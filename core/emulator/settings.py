@@ -48,7 +48,10 @@ class EmulatorSettings:
 
     file_ttl_seconds: float = _knob(172800.0, "seconds an uploaded or result file lives (Google: 48 h)")
     max_file_bytes: int = _knob(2 * _GIB, "largest file an upload may declare or send (Google: 2 GB)")
-    storage_cap_bytes: int = _knob(20 * _GIB, "total bytes of live uploaded files (Google: 20 GB/project)")
+    storage_cap_bytes: int = _knob(
+        20 * _GIB, "total bytes of live uploaded files (Google: 20 GB/project; a deleted file frees its bytes at "
+                   "once); an upload over it gets 429 RESOURCE_EXHAUSTED shaped by quota_error_details (a guess: "
+                   "the service's exact error is unknown); 0 = no cap")
 
     pending_seconds: float = _knob(0.5, "seconds a new job stays PENDING")
     running_seconds: float = _knob(1.0, "fixed part of the seconds a job stays RUNNING")
@@ -57,7 +60,8 @@ class EmulatorSettings:
     request_error_rate: float = _knob(0.0, "share of result lines that are errors instead of responses")
     job_fail_rate: float = _knob(0.0, "share of jobs that end FAILED instead of SUCCEEDED")
     result_file_delay_seconds: float = _knob(
-        0.0, "seconds after SUCCEEDED before the result file can be read (404 until then)")
+        0.0, "seconds after SUCCEEDED before the result file can be read (missing until then: "
+             "missing_file_status)")
     partial_output_on_expiry: bool = _knob(
         False, "an EXPIRED job keeps a result file of the requests it finished (unconfirmed on Google's side)")
 
@@ -100,10 +104,10 @@ class EmulatorSettings:
              "(recorded: python-genai #1218) or 404 NOT_FOUND (friendly); batches keep 404")
     models: set[str] = field(default_factory=lambda: set(KNOWN_MODELS), metadata={"help": (
         "model ids that exist (comma-separated); others get 404 NOT_FOUND on create and models.get (wording a "
-        "guess after the service's generateContent answer); empty accepts any")})
+        "guess after the service's generateContent answer); empty ('' or []) accepts any")})
     refused_mime_types: set[str] = field(default_factory=lambda: {"jsonl"}, metadata={"help": (
         "upload MIME types refused at finalize with 400 'Unsupported MIME type: <type>' (recorded: python-genai "
-        "#1547 for jsonl, cookbook #1008 for application/jsonl); empty refuses none")})
+        "#1547 for jsonl, cookbook #1008 for application/jsonl); empty ('' or []) refuses none")})
     inline_results_max_requests: int = _knob(
         0, "a SUCCEEDED file-input job of at most this many requests answers inlinedResponses instead of a "
            "responsesFile (unconfirmed gateway report); 0 = off")
@@ -163,6 +167,16 @@ class EmulatorSettings:
             setattr(settings, key, value)
         settings.validate(str(path))
         return settings
+
+
+def friendly_service() -> dict[str, Any]:
+    """The friendly variant of every service behaviour (the emulator before the field reports), for tests that
+    need it: `EmulatorSettings(**friendly_service(), pending_seconds=...)`. Realistic is the default."""
+    return {
+        "file_processing_seconds": 0.0, "file_processing_seconds_per_mib": 0.0, "file_failed_rate": 0.0,
+        "quota_error_details": "full", "missing_file_status": 404, "models": set(), "refused_mime_types": set(),
+        "inline_results_max_requests": 0, "batches_list_order": "newest", "flat_batch_stats": False,
+    }
 
 
 def field_types() -> dict[str, Any]:

@@ -95,6 +95,46 @@ def test_command_line_options(tmp_path: Path) -> None:
     assert "(default: 100)" in help_text
 
 
+def test_service_knobs_from_scenario_and_command_line(tmp_path: Path) -> None:
+    defaults = EmulatorSettings()
+    assert (defaults.file_processing_seconds, defaults.file_processing_seconds_per_mib, defaults.file_failed_rate,
+            defaults.quota_error_details, defaults.missing_file_status, defaults.refused_mime_types,
+            defaults.inline_results_max_requests, defaults.batches_list_order, defaults.flat_batch_stats) == (
+        0.3, 0.05, 0.0, "help", 403, {"jsonl"}, 0, "newest", False)
+    assert "gemini-2.5-flash" in defaults.models and "gemini-2.5-flahs" not in defaults.models
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('file_processing_seconds = 0\nquota_error_details = "full"\nmissing_file_status = 404\n'
+                        'models = []\nrefused_mime_types = ["jsonl", "application/jsonl"]\n'
+                        'inline_results_max_requests = 5\nbatches_list_order = "shuffled"\nflat_batch_stats = true\n')
+    settings = EmulatorSettings.from_toml(scenario)
+    assert (settings.file_processing_seconds, settings.quota_error_details, settings.missing_file_status,
+            settings.models, settings.refused_mime_types, settings.inline_results_max_requests,
+            settings.batches_list_order, settings.flat_batch_stats) == (
+        0.0, "full", 404, set(), {"jsonl", "application/jsonl"}, 5, "shuffled", True)
+    for bad, message in (('quota_error_details = "some"', r"s\.toml: quota_error_details must be one of"),
+                         ("missing_file_status = 410", r"s\.toml: missing_file_status must be one of"),
+                         ('batches_list_order = "random"', r"s\.toml: batches_list_order must be one of"),
+                         ("file_failed_rate = 2", r"s\.toml: file_failed_rate must be between 0 and 1"),
+                         ("file_processing_seconds = -1", r"s\.toml: file_processing_seconds must not be negative"),
+                         ('models = "gemini-2.5-flash"', r"setting 'models' must be a list of strings")):
+        scenario.write_text(bad + "\n")
+        with pytest.raises(ValueError, match=message):
+            EmulatorSettings.from_toml(scenario)
+    parser = build_parser()
+    args = parser.parse_args(["--models", "", "--refused-mime-types", "application/jsonl", "--missing-file-status",
+                              "404", "--quota-error-details", "none", "--flat-batch-stats",
+                              "--file-processing-seconds-per-mib", "0.5", "--batches-list-order", "oldest"])
+    settings = settings_from_args(args)
+    assert (settings.models, settings.refused_mime_types, settings.missing_file_status, settings.quota_error_details,
+            settings.flat_batch_stats, settings.file_processing_seconds_per_mib, settings.batches_list_order) == (
+        set(), {"application/jsonl"}, 404, "none", True, 0.5, "oldest")
+    with pytest.raises(ValueError, match="quota_error_details must be one of"):
+        settings_from_args(parser.parse_args(["--quota-error-details", "all"]))
+    help_text = " ".join(parser.format_help().split())
+    assert "python-genai #1218" in help_text and "(default: help)" in help_text and "(default: 403)" in help_text
+    assert "a guess" in help_text and "(default: jsonl)" in help_text
+
+
 def test_python_dash_m_serves_and_stops_on_ctrl_c() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gembatch.core.emulator", "--port", "0", "--pending-seconds",

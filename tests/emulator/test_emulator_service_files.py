@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 
 import pytest
-from gembatch.core.emulator import Emulator
+from gembatch.core.emulator import Emulator, EmulatorSettings
+from gembatch.core.emulator.settings import friendly_service
 from google.genai import errors
 
 from .conftest import fast_settings, jsonl, make_client, raw_get, upload, wait_done, wait_processed
@@ -166,3 +167,22 @@ def test_storage_cap_refusal_is_generic_and_deleting_frees_room_at_once() -> Non
         quota_ids = [v["quotaId"] for d in info.value.details["error"]["details"] for v in d.get("violations", [])]
         assert quota_ids == ["FileStorageBytesPerProject"]
 
+
+
+def test_friendly_service_preset_restores_the_old_answers() -> None:
+    settings = EmulatorSettings(**{**friendly_service(), "pending_seconds": 0.05, "running_seconds": 0.1,
+                                   "max_concurrent_jobs": 1})
+    assert friendly_service()["models"] is not settings.models  # a fresh set each call
+    with Emulator(settings) as emu:
+        client = make_client(emu.base_url)
+        f = _upload_raw(client, jsonl(1), "jsonl")  # no MIME type refused
+        assert f.state.name == "ACTIVE"  # no PROCESSING
+        client.batches.create(model="any-model", src=f.name)  # any model
+        with pytest.raises(errors.ClientError) as info:
+            client.batches.create(model="any-model", src=f.name)
+        kinds = [d["@type"].rsplit(".", 1)[-1] for d in info.value.details["error"]["details"]]
+        assert kinds == ["Help", "QuotaFailure"]  # the quota is named
+        client.files.delete(name=f.name)
+        with pytest.raises(errors.ClientError) as info:
+            client.files.get(name=f.name)
+        assert info.value.code == 404
