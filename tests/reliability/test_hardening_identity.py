@@ -20,7 +20,7 @@ from gembatch.core.model import Stage
 from gembatch.core.workflow.status import read_state, status_dict
 
 from ..engine.helpers import engine_settings, run_engine
-from .support import FIGURES, Workspace, judge, jobs_of, scanned_inputs, tail, wait_for, write_inputs
+from .support import FIGURES, Workspace, jobs_of, judge, scanned_inputs, tail, wait_for, write_inputs
 
 
 def _first_create(emulator) -> bool:
