@@ -273,3 +273,41 @@ def test_a_run_started_with_relative_paths_resumes_from_another_cwd_with_absolut
     assert "resuming run" in text and "Traceback" not in text
     judge(emulator, workspace)  # one job per file across both runs, every result complete
     FIGURES["resumes from another working directory"] += 1
+
+
+async def test_an_older_checkpoint_with_cwd_relative_sources_resumes_from_elsewhere(
+        tmp_path: Path, emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = write_inputs(tmp_path / "in", 2, 3, tag="old")
+    settings = engine_settings(tmp_path, emulator.base_url)
+    assert (await run_engine(settings))[0] == EXIT_OK
+    (tmp_path / "out" / f"{paths[0].stem}.results.jsonl").unlink()  # so that the resume reads its source again
+    store = CheckpointStore(settings.checkpoint_path())
+    state = store.load()
+    assert state is not None
+    state.input_dir = None  # as written before the folder was kept
+    for rec in state.records.values():
+        rec.source = f"in/{rec.batch_id}.jsonl"  # relative to the old run's working directory, tmp_path
+    store.compact_sync(state)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    jobs_before = len(emulator.jobs())
+
+    code, engine, _ = await run_engine(settings, timeout=30)
+
+    assert code == EXIT_OK
+    assert len(emulator.jobs()) == jobs_before
+    assert all(Path(rec.source).is_absolute() and Path(rec.source).exists() for rec in engine.records.values())
+    saved = CheckpointStore(settings.checkpoint_path()).load()
+    assert saved is not None and saved.input_dir == str((tmp_path / "in").resolve())
+
+
+def test_the_new_flags_are_in_the_help() -> None:
+    from gembatch.core.cli_args import build_parser
+
+    text = build_parser().format_help()
+    for flag in ("--input-moved", "--resubmit-changed", "--allow-duplicate-inputs"):
+        assert flag in text
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for flag in ("--input-moved", "--resubmit-changed", "--allow-duplicate-inputs", "### The input folder"):
+        assert flag in readme
