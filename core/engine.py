@@ -243,7 +243,7 @@ class Engine:
         assert self.state is not None
         paths = survey.taken
         known = self.state.records
-        # After a crash thousands of inputs may be VALIDATED: one thread hop stats them all, not one hop each.
+        # Thousands of known inputs (e.g. VALIDATED after a crash): one thread hop stats them all, not one hop each.
         # Sources are stored absolute (resolved): the checkpoint may live anywhere (--checkpoint), and a resume
         # from another working directory (cron) must find the same files; a moved folder is caught by its path.
         seen = [path for path in paths if path.name[: -len(INPUT_SUFFIX)] in known]

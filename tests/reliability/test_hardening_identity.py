@@ -37,7 +37,7 @@ def _creates(emulator) -> int:
 def test_a_second_run_through_a_symlinked_checkpoint_is_refused_and_the_link_stays_a_link(
         workspace: Workspace, emulator) -> None:
     write_inputs(workspace.in_dir, 4, 3, tag="sym")
-    emulator.settings.running_seconds = 2.0
+    emulator.settings.running_seconds = 6.0  # the first run must still hold the checkpoint
     first = workspace.start()
     wait_for(lambda: _first_create(emulator), 30, "the first engine's first create")
     link = workspace.root / "link.json"
@@ -72,7 +72,7 @@ def test_a_run_through_a_symlink_writes_the_target_and_resumes_it(tmp_path: Path
 
 def test_a_second_run_through_a_hard_link_is_refused(workspace: Workspace, emulator) -> None:
     write_inputs(workspace.in_dir, 4, 3, tag="hard")
-    emulator.settings.running_seconds = 2.0
+    emulator.settings.running_seconds = 6.0  # the first run must still hold the checkpoint
     first = workspace.start()
     wait_for(lambda: _first_create(emulator), 30, "the first engine's first create")
     hard = workspace.root / "hard.json"
