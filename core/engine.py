@@ -334,9 +334,10 @@ class Engine:
             return
         what = f"{path} changed after its {'job' if rec.job_name else 'upload'} (content hash differs)"
         if not self.settings.resubmit_changed:
-            self._log(Level.WARNING, f"{rec.batch_id}: {what}; the job of the old content is kept, and so are its "
-                                     "results: start with --resubmit-changed to submit the new content",
-                      rec.batch_id)
+            kept = "the job of the old content is kept, and so are its results" if rec.job_name else \
+                "the upload of the old content is the one submitted"
+            self._log(Level.WARNING, f"{rec.batch_id}: {what}; {kept}: start with --resubmit-changed to submit "
+                                     "the new content", rec.batch_id)
             return
         if rec.stage.job_in_flight or rec.stage in (Stage.UPLOADING, Stage.SUCCEEDED):
             self._log(Level.WARNING, f"{rec.batch_id}: {what}; its current {rec.stage} step goes on: the new content "
