@@ -50,6 +50,7 @@ class RunState:
     model: str
     records: dict[str, BatchRecord] = field(default_factory=dict)  # by batch_id, in input order
     learned: dict[str, float | int] = field(default_factory=dict)
+    input_dir: str | None = None  # the input folder, resolved; None in checkpoints written before it was kept
 
 
 class CheckpointError(Exception):
@@ -163,7 +164,9 @@ class CheckpointStore:
     """Reads and writes one run's checkpoint: snapshot, journal, backup copy and lock."""
 
     def __init__(self, path: Path, *, compact_every: int | None = None) -> None:
-        self.path = Path(path)
+        # The checkpoint's identity is its resolved path: a second run through a symlink finds the same lock, and
+        # the atomic rename replaces the link's target, not the link.
+        self.path = Path(os.path.realpath(path))
         self.compact_every = compact_every  # None: adaptive (see needs_compaction)
         self.journal_path = self._sibling(".journal")
         self.journal_bak_path = self._sibling(".journal.bak")
@@ -285,8 +288,11 @@ class CheckpointStore:
         for key, value in learned.items():
             if not _is_number(value):
                 raise self._snapshot_damage(f"learned \"{key}\" is not a number")
+        input_dir = data.get("input_dir")
+        if input_dir is not None and not isinstance(input_dir, str):
+            raise self._snapshot_damage("\"input_dir\" is not a string")
         state = RunState(run_id=data["run_id"], created_at=data["created_at"], model=data["model"],
-                         records={}, learned=dict(learned))
+                         records={}, learned=dict(learned), input_dir=input_dir)
         for index, item in enumerate(data["batches"], 1):
             try:
                 if not isinstance(item, dict):
@@ -530,6 +536,8 @@ class CheckpointStore:
             "journal_seq": seq,  # the last journal change this snapshot includes
             "learned": dict(state.learned),
         }
+        if state.input_dir is not None:
+            header["input_dir"] = state.input_dir
         rows = [_freeze(record) for record in state.records.values()]
         return _Snapshot(header, rows, secrets, seq)
 
@@ -685,6 +693,26 @@ class CheckpointStore:
             os.pwrite(fd, data.encode("utf-8") + b"\n", 0)
             self._lock_fd, self._holder = fd, holder
             return
+
+    def check_one_name(self) -> None:
+        """Refuse (CheckpointError) a checkpoint file that has another name, a hard link: a run through that name
+        would take another lock, and each compaction's rename would split the names into diverging copies."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc.strerror or exc}") from exc
+        if info.st_nlink <= 1:
+            return
+        with contextlib.suppress(OSError):  # a crash inside _keep_backup leaves P.bak as P's second name
+            if info.st_nlink == 2 and os.path.samestat(info, os.stat(self.bak_path)):
+                return
+        raise CheckpointError(
+            f"checkpoint {self.path} has {info.st_nlink} hard links (another name points to the same file, "
+            f"device {info.st_dev} inode {info.st_ino}): a second run through that name would not see this one's "
+            "lock. Remove the other name(s) and use one path for the checkpoint (a symlink is fine)"
+        )
 
     @staticmethod
     def _gone(holder: LockHolder) -> bool:

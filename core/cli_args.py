@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,7 @@ _OVERRIDES: dict[str, str] = {
     "upload_concurrency": "transfer.upload_concurrency",
     "cost_limit_usd": "cost_limit_usd",
     "trace": "trace",
+    "allow_duplicate_inputs": "allow_duplicate_inputs",
 }
 
 
@@ -126,6 +128,26 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="jobs per file before it counts as failed; a job that ends FAILED or EXPIRED "
         "on the server is submitted again until then (default: 3)",
     )
+    group.add_argument(
+        "--input-moved",
+        action="store_true",
+        help="the input folder moved since the checkpoint was made: resume with this one (without the flag a "
+        "checkpoint used with another input folder is refused, exit 2)",
+    )
+    group.add_argument(
+        "--resubmit-changed",
+        action="store_true",
+        default=None,
+        help="an input file changed after its upload or job: submit the new content as a new attempt once its "
+        "current job (if any) has ended (default: warn, and keep the job of the old content and its results)",
+    )
+    group.add_argument(
+        "--allow-duplicate-inputs",
+        action="store_true",
+        default=None,
+        help="submit input files whose content is identical (default: refused, exit 2, naming both; "
+        "config: allow_duplicate_inputs = true)",
+    )
 
 
 def _add_quota_flags(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +220,8 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     settings.no_mouse = args.no_mouse
     settings.read_only = args.read_only
     settings.rebuild_from_server = args.rebuild_from_server
+    settings.input_moved = args.input_moved
+    settings.resubmit_changed = bool(args.resubmit_changed)
     _check(settings, args)
     return settings
 
@@ -249,3 +273,27 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
         raise ConfigError("no output folder: give --output DIR or set 'output' in the config file")
     if settings.output_dir.exists() and not settings.output_dir.is_dir():
         raise ConfigError(f"{_origin(settings, args, 'output')}: is not a folder: {settings.output_dir}")
+    if os.path.realpath(settings.output_dir) == os.path.realpath(settings.input_dir):
+        raise ConfigError(
+            f"{_origin(settings, args, 'output')}: the output folder is the input folder ({settings.input_dir}): "
+            "its NAME.results.jsonl files would be read as inputs; give another output folder"
+        )
+    if not settings.read_only:
+        _check_writable(_origin(settings, args, "output"), "output folder", settings.output_dir)
+        _check_writable(_origin(settings, args, "checkpoint"), "checkpoint's folder",
+                        Path(os.path.realpath(settings.checkpoint_path())).parent)
+
+
+def _check_writable(origin: str, what: str, folder: Path) -> None:
+    """A ConfigError when `folder` cannot be written (or made): the nearest existing folder up must be writable."""
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{origin}: the {what} {folder} cannot be made: {existing} is a dangling symlink")
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{origin}: the {what} {folder} cannot be made: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{origin}: the {what} {folder} is not writable (no write permission on {existing})")

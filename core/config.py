@@ -91,6 +91,9 @@ class Settings:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     config_path: Path | None = None  # the file the settings came from, if any
     trace: Path | None = None  # write every API call of the run to this file as JSON lines (--trace)
+    allow_duplicate_inputs: bool = False  # two input files with the same content are both submitted (else refused)
+    input_moved: bool = False  # flag only: the checkpoint's input folder moved; accept the new one
+    resubmit_changed: bool = False  # flag only: an input changed after its upload or job is submitted anew
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -113,7 +116,7 @@ class _Key:
     """How one TOML key is checked and where its value goes."""
 
     attr: str  # attribute on the settings object (or sub-object)
-    kind: type  # int, float, str or Path
+    kind: type  # int, float, bool, str or Path
     minimum: float | None = None
     exclusive: bool = False  # minimum itself is not allowed
     zero_is_none: bool = False  # 0 means "not set"
@@ -145,6 +148,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "cost_limit_usd": _not_negative("cost_limit_usd", float, zero_is_none=True),
     "output_tokens_per_request": _not_negative("output_tokens_per_request", int),
     "trace": _Key("trace", Path),
+    "allow_duplicate_inputs": _Key("allow_duplicate_inputs", bool),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {
@@ -179,7 +183,8 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
 PRICES_TABLE = "prices"  # model name -> ModelPrice; free-form keys, so not in _TABLE_KEYS
 
 # Per-run switches: the file refuses them with a pointer to the flag rather than a bare "unknown key".
-_FLAG_ONLY = {"headless", "demo", "no_mouse", "read_only", "config", "rebuild_from_server"}
+_FLAG_ONLY = {"headless", "demo", "no_mouse", "read_only", "config", "rebuild_from_server", "input_moved",
+              "resubmit_changed"}
 
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "credential")
 

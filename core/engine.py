@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .admission import Admission, Decision
 from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
@@ -50,12 +50,22 @@ from .gateway import (
     Unusable,
     UploadRefused,
 )
-from .input_scan import Rejection, list_input_files, scan_file, stat_inputs
+from .input_scan import (
+    INPUT_SUFFIX,
+    InputSurvey,
+    Rejection,
+    ScannedFile,
+    find_shared_keys,
+    scan_file,
+    sha256_of,
+    stat_inputs,
+    survey_input_folder,
+)
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
 from .poll_schedule import PollSchedule
 from .redact import redact
-from .results import check_results, key_results_by_order, move_into_place
+from .results import check_results, key_results_by_order, move_into_place, saved_results
 from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)
@@ -211,7 +221,15 @@ class Engine:
         """Load or start the checkpoint and bring it in line with the input folder."""
         if self.state is not None:
             return
+        assert self.settings.input_dir is not None
+        home = Path(os.path.realpath(self.settings.input_dir))
+        await asyncio.to_thread(self.store.check_one_name)  # a writer's check: readers may open any name
         state = await asyncio.to_thread(self.store.load)
+        survey = await asyncio.to_thread(survey_input_folder, home)
+        if not survey.taken and not survey.bad_names and not (state and state.records):
+            self._refuse(f"no {INPUT_SUFFIX} input file in the input folder {home}"
+                         + (f"; passed over: {_listing(survey.passed_over)}" if survey.passed_over else "")
+                         + f" (input files end in lower-case {INPUT_SUFFIX}; see the README, \"The input folder\")")
         if state is None:
             state = RunState(
                 run_id=secrets.token_hex(4),
@@ -219,14 +237,22 @@ class Engine:
                 model=self.settings.model,
                 records={},
                 learned={},
+                input_dir=str(home),
             )
             await asyncio.to_thread(self.store.create, state)
             self._log(Level.INFO, f"new run {state.run_id}; checkpoint {self.store.path}")
         else:
             self._log(Level.INFO, f"resuming run {state.run_id} from {self.store.path}")
+        moved = self._check_input_home(state, str(home))
         self.state = state
         self.admission = Admission(self.settings.admission, learned=dict(state.learned))
-        await self._scan_inputs()
+        if survey.passed_over:
+            self._log(Level.INFO, f"not taken from {home}: {_listing(survey.passed_over)}")
+        await self._scan_inputs(survey)
+        self._repair_jobless_records()
+        await self._check_saved_results()
+        if moved:  # the snapshot header holds the folder: write it now, not only at the end of the run
+            await self.store.compact(state)
         not_created = (Stage.VALIDATED, Stage.UPLOADING, Stage.UPLOADED)
         unsubmitted = [r for r in self.records.values() if r.stage in not_created]
         refusal = check_cost_limit(self.settings, unsubmitted)
@@ -240,20 +266,27 @@ class Engine:
             self.bus.publish(BatchChanged(self.clock(), rec.copy()))
         self._publish_admission()
 
-    async def _scan_inputs(self) -> None:
-        assert self.state is not None and self.settings.input_dir is not None
-        paths = await asyncio.to_thread(list_input_files, self.settings.input_dir)
+    async def _scan_inputs(self, survey: InputSurvey) -> None:
+        assert self.state is not None
+        paths = survey.taken
         known = self.state.records
-        # After a crash thousands of inputs may be VALIDATED: one thread hop stats them all, not one hop each.
-        validated = [path for path in paths
-                     if getattr(known.get(path.name[: -len(".jsonl")]), "stage", None) is Stage.VALIDATED]
-        stats = await asyncio.to_thread(stat_inputs, validated)
+        # Thousands of known inputs (e.g. VALIDATED after a crash): one thread hop stats them all, not one hop each.
+        # Sources are stored absolute (resolved): the checkpoint may live anywhere (--checkpoint), and a resume
+        # from another working directory (cron) must find the same files; a moved folder is caught by its path.
+        seen = [path for path in paths if path.name[: -len(INPUT_SUFFIX)] in known]
+        stats = await asyncio.to_thread(stat_inputs, seen)
         ordered: dict[str, BatchRecord] = {}
+        fresh: list[ScannedFile] = []
         for path in paths:
-            batch_id = path.name[: -len(".jsonl")]
+            batch_id = path.name[: -len(INPUT_SUFFIX)]
             rec = known.get(batch_id)
+            if rec is not None and rec.source != str(path):
+                rec.source = str(path)  # an older checkpoint's path relative to its cwd, or a moved folder
+                self.store.append(rec)
             if rec is not None and rec.stage not in (Stage.NEW, Stage.VALIDATED, Stage.REJECTED):
-                ordered[batch_id] = rec  # its upload or job exists: never re-read it under us
+                ordered[batch_id] = rec  # its upload or job exists: never re-read it under us, unless it changed
+                if not _same_file(rec, stats.get(path)) and stats.get(path) is not None:
+                    await self._input_changed(rec, path, fresh)
                 continue
             if rec is not None and rec.stage is Stage.VALIDATED and _same_file(rec, stats.get(path)):
                 ordered[batch_id] = rec
@@ -267,21 +300,195 @@ class Engine:
                 rec.note(self.clock(), str(scanned))
                 self._log(Level.ERROR, f"rejected {scanned}", batch_id)
             else:
-                rec.source = str(path)
-                rec.size_bytes = scanned.size_bytes
-                rec.mtime_ns = scanned.mtime_ns
-                rec.sha256 = scanned.sha256
-                rec.request_count = scanned.request_count
-                rec.est_tokens = scanned.est_tokens
-                rec.stage = Stage.VALIDATED
-                rec.last_error = None
+                _take_scan(rec, scanned)
                 rec.note(self.clock(), f"validated: {scanned.request_count} requests")
+                fresh.append(scanned)
             self.store.append(rec)
             ordered[batch_id] = rec
+        for bad in survey.bad_names:  # a name that is not UTF-8 could not even be written to the checkpoint
+            batch_id = bad.path.name.removesuffix(INPUT_SUFFIX)
+            rec = known.get(batch_id) or BatchRecord(batch_id=batch_id, source=str(bad.path))
+            if rec.stage is not Stage.REJECTED or rec.last_error != str(bad):
+                rec.stage = Stage.REJECTED
+                rec.last_error = str(bad)
+                rec.note(self.clock(), str(bad))
+                self.store.append(rec)
+            self._log(Level.ERROR, f"rejected {bad}", batch_id)
+            ordered.setdefault(batch_id, rec)
         for batch_id, rec in known.items():
             if batch_id not in ordered:  # its input file is gone; keep what we know
                 ordered[batch_id] = rec
         self.state.records = ordered
+        self._check_duplicate_inputs(ordered, {item.sha256 for item in fresh})
+        await self._warn_shared_keys(fresh)
+
+    def _refuse(self, message: str) -> NoReturn:
+        """Log why the run cannot start and refuse it with exit 2 (nothing submitted)."""
+        self._log(Level.ERROR, message)
+        raise RunRefused(message, EXIT_USAGE)
+
+    def _check_input_home(self, state: RunState, home: str) -> bool:
+        """The checkpoint belongs to one input folder; another one is refused unless --input-moved. True when
+        the snapshot must be written again to keep the (new) folder."""
+        if state.input_dir == home:
+            return False
+        if state.input_dir is None:  # written before the folder was kept: take this one
+            state.input_dir = home
+            return True
+        if not self.settings.input_moved:
+            self._refuse(
+                f"checkpoint {self.store.path} belongs to the input folder {state.input_dir}, not {home}: resuming "
+                f"it with other inputs would mix two runs. Give --input {state.input_dir}; or, if that folder "
+                "moved here with the same files, add --input-moved; or start a new run with another --output "
+                "or --checkpoint"
+            )
+        self._log(Level.WARNING, f"input folder moved from {state.input_dir} to {home} (--input-moved)")
+        state.input_dir = home
+        return True
+
+    async def _input_changed(self, rec: BatchRecord, path: Path, fresh: list[ScannedFile]) -> None:
+        """An input whose upload or job exists has another size or mtime: warn and keep its job (default), or,
+        with --resubmit-changed, submit the new content as a new attempt once no job of it is in flight."""
+        try:
+            digest = await asyncio.to_thread(sha256_of, path)
+        except OSError:
+            return  # unreadable now: the stages that read it say so
+        if digest == rec.sha256:  # touched, not changed
+            stat = (await asyncio.to_thread(stat_inputs, [path]))[path]
+            if stat is not None:
+                rec.mtime_ns = stat.st_mtime_ns
+                self.store.append(rec)
+            return
+        what = f"{path} changed after its {'job' if rec.job_name else 'upload'} (content hash differs)"
+        if not self.settings.resubmit_changed:
+            kept = "the job of the old content is kept, and so are its results" if rec.job_name else \
+                "the upload of the old content is the one submitted"
+            self._log(Level.WARNING, f"{rec.batch_id}: {what}; {kept}: start with --resubmit-changed to submit "
+                                     "the new content", rec.batch_id)
+            return
+        if rec.stage.job_in_flight or rec.stage in (Stage.UPLOADING, Stage.SUCCEEDED):
+            self._log(Level.WARNING, f"{rec.batch_id}: {what}; its current {rec.stage} step goes on: the new content "
+                                     "is submitted when you start again with --resubmit-changed after it ended",
+                      rec.batch_id)
+            return
+        scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte)
+        if isinstance(scanned, Rejection):
+            self._log(Level.ERROR, f"{rec.batch_id}: {what}, and the new content is refused: {scanned}; "
+                                   "the batch is kept as it was", rec.batch_id)
+            return
+        if rec.job_name is not None:
+            rec.attempt += 1
+        _take_scan(rec, scanned)
+        for attr in ("upload_name", "upload_expires_at", "display_name", "job_name", "job_state", "intent_at",
+                     "result_name", "result_path", "result_sha256", "result_size", "result_mtime_ns",
+                     "last_error", "wait_reason", "stuck_since"):
+            setattr(rec, attr, None)
+        rec.succeeded_count = rec.failed_count = rec.pending_count = 0
+        rec.stage = Stage.VALIDATED
+        note = f"{what}: submitting the new content ({scanned.request_count} requests, attempt {rec.attempt})"
+        rec.note(self.clock(), note)
+        self.store.append(rec)
+        self._log(Level.WARNING, f"{rec.batch_id}: {note} (--resubmit-changed)", rec.batch_id)
+        fresh.append(scanned)
+
+    def _check_duplicate_inputs(self, records: dict[str, BatchRecord], fresh: set[str]) -> None:
+        """Two inputs with the same content would both be paid for: refused (exit 2) unless allowed."""
+        by_hash: dict[str, list[BatchRecord]] = {}
+        for rec in records.values():
+            if rec.sha256 and rec.stage not in (Stage.REJECTED, Stage.SKIPPED):
+                by_hash.setdefault(rec.sha256, []).append(rec)
+        twins = [group for digest, group in by_hash.items()
+                 if len(group) > 1 and any(r.stage is Stage.VALIDATED for r in group)]
+        if not twins:
+            return
+        described = "; ".join(" and ".join(Path(r.source).name for r in group) + f" (sha256 {group[0].sha256[:12]})"
+                              for group in twins[:10])
+        more = f"; and {len(twins) - 10} more" if len(twins) > 10 else ""
+        if self.settings.allow_duplicate_inputs:
+            if any(group[0].sha256 in fresh for group in twins):
+                self._log(Level.WARNING, f"input files with identical content, each submitted "
+                                         f"(allow_duplicate_inputs): {described}{more}")
+            return
+        self._refuse(f"input files with identical content would each be submitted and paid for: {described}{more}. "
+                     "Remove the copies, or allow it with --allow-duplicate-inputs (allow_duplicate_inputs = true)")
+
+    async def _warn_shared_keys(self, fresh: list[ScannedFile]) -> None:
+        """A key used in two files is allowed, but `merge` will refuse it: say so (checked for the files read now)."""
+        if len(fresh) < 2:
+            return
+        shared, total = await asyncio.to_thread(find_shared_keys, fresh, 10)
+        for key, first, second in shared:
+            self._log(Level.WARNING, f"key {key!r} is in both {first.name} and {second.name}: each gets its result, "
+                                     "but `merge` refuses keys that are not unique across the run")
+        if total > len(shared):
+            self._log(Level.WARNING, f"{total - len(shared)} more key(s) are in more than one input file")
+
+    def _repair_jobless_records(self) -> None:
+        """A record in flight that names no job (edited by hand) would wait forever: look for its job by display
+        name, as after a create whose answer was lost, and create it if the server has none."""
+        assert self.state is not None
+        for rec in self.records.values():
+            jobless = rec.stage in (Stage.PENDING, Stage.RUNNING) and rec.job_name is None
+            jobless |= rec.stage is Stage.CREATING and rec.display_name is None
+            jobless |= rec.stage is Stage.SUCCEEDED and rec.job_name is None and rec.result_name is None
+            if not jobless:
+                continue
+            was = rec.stage
+            if rec.upload_name is None:
+                rec.display_name = rec.intent_at = None
+                rec.stage = Stage.VALIDATED
+                note = f"the checkpoint says {was} but names no job and no upload; uploading and creating it"
+            else:
+                rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
+                rec.intent_at = self.clock()
+                rec.stage = Stage.CREATING
+                note = (f"the checkpoint says {was} but names no job; looking for job {rec.display_name} in the "
+                        "batch list, created if it is not there")
+            rec.note(self.clock(), note)
+            self.store.append(rec)
+            self._log(Level.WARNING, f"{rec.batch_id}: {note}", rec.batch_id)
+
+    async def _check_saved_results(self) -> None:
+        """Saved results that are gone or differ from what was saved are fetched again (if the server still has
+        them) or reported; a size+mtime that did not change skips the hash."""
+        done = [rec for rec in self.records.values() if rec.stage is Stage.DOWNLOADED and rec.result_path]
+
+        def look() -> list[tuple[BatchRecord, str]]:
+            trouble = []
+            for rec in done:
+                assert rec.result_path is not None
+                path = Path(rec.result_path)
+                now = saved_results(path, with_hash=False)
+                if now is None:
+                    trouble.append((rec, f"its results file {path} is missing"))
+                elif rec.result_sha256 is None or (now.size, now.mtime_ns) == (rec.result_size, rec.result_mtime_ns):
+                    continue
+                elif now.size != rec.result_size or (saved_results(path, with_hash=True) or now).sha256 \
+                        != rec.result_sha256:
+                    trouble.append((rec, f"its results file {path} differs from the one saved"))
+                else:
+                    rec.result_mtime_ns = now.mtime_ns  # touched, not changed
+            return trouble
+
+        for rec, problem in await asyncio.to_thread(look):
+            on_server = False
+            if rec.result_name:
+                try:
+                    on_server = await self.gateway.get_file(rec.result_name) is not None
+                except GatewayError:
+                    on_server = True  # cannot tell now: the download tries, and reports if the file is gone
+            if on_server:
+                rec.stage = Stage.SUCCEEDED
+                note = f"{problem}; fetching {rec.result_name} again"
+                level = Level.WARNING
+            else:
+                rec.stage = Stage.FAILED
+                rec.last_error = (f"{problem}, and the server no longer has it"
+                                  f"{f' ({rec.result_name})' if rec.result_name else ''}: retry submits it again")
+                note, level = rec.last_error, Level.ERROR
+            rec.note(self.clock(), note)
+            self.store.append(rec)
+            self._log(level, f"{rec.batch_id}: {note}", rec.batch_id)
 
     async def _unchanged(self, rec: BatchRecord, path: Path) -> bool:
         stats = await asyncio.to_thread(stat_inputs, [path])
@@ -368,7 +575,7 @@ class Engine:
 
     async def _finish_watch(self) -> None:
         while not self._stop.is_set():
-            if self.records and self._ended_count() == len(self.records) and not self._side_tasks:
+            if self._ended_count() == len(self.records) and not self._side_tasks:  # none at all: ended too
                 self._log(Level.INFO, "every batch has ended")
                 self.request_stop()
                 break
@@ -1116,6 +1323,7 @@ class Engine:
             await asyncio.to_thread(move_into_place, temporary, final)
             self._result_missing_since.pop(rec.batch_id, None)
             rec.result_path = str(final)
+            await self._remember_saved_results(rec, check.sha256, final)
             where = "inline results" if rec.results_inline else "results"
             self._set(rec, Stage.DOWNLOADED,
                       f"{where} saved: {check.succeeded} succeeded, {check.failed} failed requests")
@@ -1161,6 +1369,12 @@ class Engine:
         if names:
             self._wake()  # uploads held back by the storage cap may go on
 
+    async def _remember_saved_results(self, rec: BatchRecord, sha256: str, final: Path) -> None:
+        """Keep the saved file's hash, size and mtime, so that a later start notices it is gone or changed."""
+        saved = await asyncio.to_thread(saved_results, final, with_hash=False)
+        if saved is not None:
+            rec.result_sha256, rec.result_size, rec.result_mtime_ns = sha256, saved.size, saved.mtime_ns
+
     def _result_gone(self, rec: BatchRecord) -> bool:
         """True once a result file has answered 404 for longer than `result_gone_after` (a job may report
         SUCCEEDED a moment before its file can be read)."""
@@ -1194,6 +1408,24 @@ def _part_name(name: str) -> str:
     if len(os.fsencode(part)) <= 255:
         return part
     return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}.part"
+
+
+def _take_scan(rec: BatchRecord, scanned: ScannedFile) -> None:
+    """Copy a passed scan's figures into the record and make it VALIDATED."""
+    rec.source = str(scanned.path)
+    rec.size_bytes = scanned.size_bytes
+    rec.mtime_ns = scanned.mtime_ns
+    rec.sha256 = scanned.sha256
+    rec.request_count = scanned.request_count
+    rec.est_tokens = scanned.est_tokens
+    rec.stage = Stage.VALIDATED
+    rec.last_error = None
+
+
+def _listing(items: list, limit: int = 20) -> str:
+    """'a (why), b (why) and 3 more'."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _same_file(rec: BatchRecord, stat: os.stat_result | None) -> bool:

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +31,7 @@ class ScannedFile:
     request_count: int
     est_tokens: int
     mtime_ns: int = 0  # taken before the file was read: a change during the scan shows as a later mtime
+    key_hashes: array[int] | None = field(default=None, repr=False, compare=False)  # hash(key) per request line
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,91 @@ class Rejection:
         return f"{where}: {self.reason}"
 
 
-def list_input_files(input_dir: Path) -> list[Path]:
-    """The `*.jsonl` entries directly in `input_dir`, in natural order (part_2 before part_10).
+@dataclass(frozen=True)
+class PassedOver:
+    """An entry of the input folder that is not an input file, and why."""
 
-    Entries are not opened here: a dangling link or a directory named `x.jsonl` is listed and
-    then rejected by `scan_file`. Hidden names (starting with ".") are left out, as a shell glob would.
+    name: str  # printable: a name that is not valid UTF-8 is shown by `safe_name`
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+@dataclass
+class InputSurvey:
+    """What an input folder holds: the input files taken, bad names, and the entries passed over."""
+
+    taken: list[Path] = field(default_factory=list)  # in natural order
+    bad_names: list[Rejection] = field(default_factory=list)  # *.jsonl names that are not valid UTF-8
+    passed_over: list[PassedOver] = field(default_factory=list)
+
+
+def safe_name(name: str) -> str:
+    """A file name as text that can be printed and stored: bytes that are not UTF-8 become \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir gives undecodable bytes as lone surrogates (surrogateescape)
+        return False
+    return True
+
+
+def survey_input_folder(input_dir: Path) -> InputSurvey:
+    """Sort the entries directly in `input_dir` by the input folder rules (see the README, "The input folder").
+
+    Taken: names ending in lower-case `.jsonl`, not hidden, valid UTF-8, and not a symlink that points outside the
+    folder. A taken entry is not opened here: a dangling link or a folder named `x.jsonl` is taken and then
+    rejected by `scan_file`. A `.jsonl` name that is not valid UTF-8 is a bad input (`bad_names`). Everything
+    else (other extensions, `.JSONL`, hidden names, subfolders, links to elsewhere) is passed over, with why.
     """
+    survey = InputSurvey()
+    home = os.path.realpath(input_dir)
+    names: list[str] = []
     with os.scandir(input_dir) as entries:
-        names = [e.name for e in entries if e.name.endswith(INPUT_SUFFIX) and not e.name.startswith(".")]
-    return [input_dir / name for name in sorted(names, key=natural_key)]
+        for entry in entries:
+            reason = _passed_over_because(entry, home)
+            if reason is not None:
+                survey.passed_over.append(PassedOver(safe_name(entry.name), reason))
+            elif not _utf8(entry.name):
+                survey.bad_names.append(Rejection(input_dir / safe_name(entry.name), None,
+                                                  "the file name is not valid UTF-8; rename the file"))
+            else:
+                names.append(entry.name)
+    survey.taken = [input_dir / name for name in sorted(names, key=natural_key)]
+    survey.passed_over.sort(key=lambda item: natural_key(item.name))
+    return survey
+
+
+def _passed_over_because(entry: os.DirEntry[str], home: str) -> str | None:
+    name = entry.name
+    if name.startswith("."):
+        return "hidden"
+    if not name.lower().endswith(INPUT_SUFFIX):
+        return "a folder: subfolders are not read" if _is_dir(entry) else f"not a {INPUT_SUFFIX} file"
+    if not name.endswith(INPUT_SUFFIX):
+        return f"the extension must be lower-case {INPUT_SUFFIX}"
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if os.path.dirname(target) != home:
+            return f"a symlink to {safe_name(target)}, outside the input folder"
+    return None
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def list_input_files(input_dir: Path) -> list[Path]:
+    """The input files taken from `input_dir` (see `survey_input_folder`), in natural order (part_2 before
+    part_10)."""
+    return survey_input_folder(input_dir).taken
 
 
 def natural_key(name: str) -> tuple[list[int | str], str]:
@@ -141,6 +218,7 @@ class _Scan:
         self.requests = 0
         self.tokens = 0
         self.keys = _KeyHashes()
+        self.key_hashes = array("Q")
 
     def run(self, stream: BinaryIO) -> ScannedFile | Rejection:
         # One line at a time: memory is bounded by the longest line, not the file.
@@ -163,6 +241,7 @@ class _Scan:
             request_count=self.requests,
             est_tokens=self.tokens,
             mtime_ns=self.mtime_ns,
+            key_hashes=self.key_hashes,
         )
 
     def _check_line(self, body: bytes, line_no: int) -> None:
@@ -174,6 +253,7 @@ class _Scan:
             raise LineProblem("missing 'key'")
         if not isinstance(key, str) or not key:
             raise LineProblem(f"'key' must be a non-empty string, got {json_type(key, empty_str=True)}")
+        self.key_hashes.append(key_hash(key))
         if not self.keys.add(key):  # seen before, or a hash collision: read back to find the first line
             first = _first_line_with_key(self.path, key, line_no)
             if first is not None:
@@ -189,6 +269,11 @@ class _Scan:
 
 _MISSING = object()
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def key_hash(key: str) -> int:
+    """A key's 64-bit hash in this process (never 0: 0 marks an empty slot)."""
+    return (hash(key) & _U64) or 1
 
 
 class _KeyHashes:
@@ -207,7 +292,7 @@ class _KeyHashes:
 
     def add(self, key: str) -> bool:
         """Remember `key`; False when its hash was already there."""
-        h = (hash(key) & _U64) or 1  # 0 marks an empty slot
+        h = key_hash(key)
         slots, mask = self._slots, self._mask
         i = h & mask
         while (seen := slots[i]) != 0:
@@ -231,6 +316,84 @@ class _KeyHashes:
                     i = (i + 1) & mask
                 slots[i] = h
         self._slots, self._mask = slots, mask
+
+
+class SharedKeys:
+    """Finds keys used in more than one input file, from the files' key hashes (12 bytes a key, no key strings)."""
+
+    def __init__(self) -> None:
+        self._hashes = array("Q", bytes(8 * 1024))
+        self._owners = array("l", bytes(8 * 1024))
+        self._count = 0
+
+    def add_file(self, owner: int, hashes: array[int]) -> list[tuple[int, int]]:
+        """Remember a file's key hashes; returns (hash, earlier owner) for each hash another file had already."""
+        clashes = []
+        for h in hashes:
+            previous = self._add(h, owner)
+            if previous not in (-1, owner):
+                clashes.append((h, previous))
+        return clashes
+
+    def _add(self, h: int, owner: int) -> int:
+        slots, mask = self._hashes, len(self._hashes) - 1
+        i = h & mask
+        while (seen := slots[i]) != 0:
+            if seen == h:
+                return self._owners[i]
+            i = (i + 1) & mask
+        slots[i], self._owners[i] = h, owner
+        self._count += 1
+        if self._count * 3 > len(slots) * 2:
+            self._grow()
+        return -1
+
+    def _grow(self) -> None:
+        old_hashes, old_owners = self._hashes, self._owners
+        size = 2 * len(old_hashes)
+        self._hashes, self._owners = array("Q", bytes(8 * size)), array("l", bytes(8 * size))
+        mask = size - 1
+        for h, owner in zip(old_hashes, old_owners, strict=True):
+            if h:
+                i = h & mask
+                while self._hashes[i]:
+                    i = (i + 1) & mask
+                self._hashes[i], self._owners[i] = h, owner
+
+
+def find_shared_keys(files: list[ScannedFile], limit: int) -> tuple[list[tuple[str, Path, Path]], int]:
+    """Keys that appear in more than one of `files`: up to `limit` of them as (key, first file, other file), and
+    how many clashes there are in all. Reads a file again only to name a clashing key."""
+    table = SharedKeys()
+    found: list[tuple[str, Path, Path]] = []
+    total = 0
+    for index, item in enumerate(files):
+        if item.key_hashes is None:
+            continue
+        for h, earlier in table.add_file(index, item.key_hashes):
+            total += 1
+            if len(found) >= limit:
+                continue
+            key = key_with_hash(item.path, h)
+            if key is not None and key_with_hash(files[earlier].path, h) == key:  # not merely a hash collision
+                found.append((key, files[earlier].path, item.path))
+            else:
+                total -= 1
+    return found, total
+
+
+def key_with_hash(path: Path, wanted: int) -> str | None:
+    """The first key in an input file whose `key_hash` is `wanted` (None if none has it)."""
+    with path.open("rb", buffering=_READ_BUFFER) as stream:
+        for raw in stream:
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            key = obj.get("key") if isinstance(obj, dict) else None
+            if isinstance(key, str) and key_hash(key) == wanted:
+                return key
+    return None
 
 
 def _first_line_with_key(path: Path, key: str, before: int) -> int | None:
@@ -274,7 +437,35 @@ def parse_line_object(body: bytes, line_no: int) -> dict[str, object]:
         raise LineProblem(f"bad JSON: {exc}") from None
     if not isinstance(value, dict):
         raise LineProblem(f"line is not a JSON object, got {json_type(value)}")
+    if _ESCAPED_SURROGATE.search(text):  # decoded UTF-8 holds no surrogate: only an escape such as \uD800 can
+        _check_surrogates(value, "")
     return value
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_surrogates(value: object, where: str) -> None:
+    """A LineProblem for the first string (key or value) holding a lone surrogate: `json.loads` accepts
+    "\\ud800", but it is not Unicode text and cannot be sent as UTF-8."""
+    if isinstance(value, str):
+        _check_text(value, where or "the line")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_text(name, f"a name in {where or 'the line'}")
+            _check_surrogates(item, f"{where}.{name}" if where else repr(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_surrogates(item, f"{where}[{index}]")
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise LineProblem(f"lone surrogate \\u{code:04x} in {where}: it is not valid Unicode text "
+                          "(a UTF-16 surrogate escape must come as a high+low pair)") from None
 
 
 def _reject_constant(name: str) -> object:

@@ -103,6 +103,9 @@ class BatchRecord:
     results_inline: bool = False  # the job answered in metadata.output.inlinedResponses, not a responses file
     updated_at: float = 0.0
     history: list[HistoryEntry] = field(default_factory=list)
+    result_sha256: str | None = None  # hex digest of the results file as saved; None when not known
+    result_size: int | None = None
+    result_mtime_ns: int | None = None  # the saved file's mtime: unchanged size+mtime skips a re-hash at start
 
     HISTORY_LIMIT = 50
 

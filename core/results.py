@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,8 @@ class ResultCheck:
     missing_keys: list[str]
     unexpected_keys: list[str]
     duplicate_keys: list[str]
+    sha256: str = ""  # hex digest of the result file checked (to notice later that the saved copy changed)
+    size: int = 0  # its bytes
 
     @property
     def complete(self) -> bool:
@@ -146,7 +150,8 @@ def check_results(input_path: Path, result_path: Path) -> ResultCheck:
     missing: list[str] = []
     if matched < table.keys:  # read the input again for the names of the keys no result line had
         missing = [key for key in _input_keys(input_path) if not counts[table.find(key)]]
-    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates)
+    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates,
+                       tally.digest.hexdigest(), tally.size)
 
 
 def _check_exact(input_path: Path, result_path: Path) -> ResultCheck:
@@ -163,7 +168,8 @@ def _check_exact(input_path: Path, result_path: Path) -> ResultCheck:
             tally.unexpected.append(key)
         seen.add(key)
     missing = [k for k in expected if k not in seen]
-    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates)
+    return ResultCheck(tally.lines, tally.succeeded, tally.failed, missing, tally.unexpected, duplicates,
+                       tally.digest.hexdigest(), tally.size)
 
 
 @dataclass(slots=True)
@@ -175,11 +181,15 @@ class _ResultLines:
     succeeded: int = 0
     failed: int = 0
     unexpected: list[str] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)  # of every byte read, blank lines included
+    size: int = 0
 
     def keys(self, result_path: Path) -> Iterator[str]:
         """The key of each result line with one, in file order, counting every line on the way."""
         with result_path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                self.digest.update(raw)
+                self.size += len(raw)
                 if not raw.strip():
                     continue
                 self.lines += 1
@@ -225,3 +235,25 @@ def move_into_place(temporary: Path, final: Path) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+@dataclass(frozen=True, slots=True)
+class SavedResults:
+    """What a saved results file looks like on disk now: size, mtime and (when read) its hash."""
+
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+
+
+def saved_results(path: Path, *, with_hash: bool) -> SavedResults | None:
+    """The file's size and mtime (and SHA-256 when `with_hash`), or None when it is not there (or unreadable)."""
+    try:
+        info = path.stat()
+        if not with_hash:
+            return SavedResults(info.st_size, info.st_mtime_ns)
+        with path.open("rb", buffering=0) as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+    return SavedResults(info.st_size, info.st_mtime_ns, digest)

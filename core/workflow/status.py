@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,22 @@ def _ended(records: list[BatchRecord]) -> int:
     return sum(1 for rec in records if rec.stage.ended)
 
 
+def _results_missing(records: list[BatchRecord]) -> list[dict[str, Any]]:
+    """Batches counted as done whose results file is gone or has another size than when it was saved."""
+    missing = []
+    for rec in records:
+        if rec.stage is not Stage.DOWNLOADED or not rec.result_path:
+            continue
+        try:
+            size: int | None = os.stat(rec.result_path).st_size
+        except OSError:
+            size = None
+        if size is None or (rec.result_size is not None and size != rec.result_size):
+            missing.append({"batch_id": rec.batch_id, "result_path": rec.result_path,
+                            "problem": "missing" if size is None else "changed"})
+    return missing
+
+
 def status_dict(path: Path, state: RunState, holder: LockHolder | None, now: float) -> dict[str, Any]:
     """Everything the status shows, as plain data (the --json output)."""
     records = list(state.records.values())
@@ -104,6 +121,7 @@ def status_dict(path: Path, state: RunState, holder: LockHolder | None, now: flo
                         for r in errors[:LAST_ERRORS]],
         "errors_total": len(errors),
         "learned": dict(state.learned),
+        "results_missing": _results_missing(records),
         "now": now,
     }
 
@@ -155,6 +173,11 @@ def format_status(data: dict[str, Any]) -> str:
         for item in data["last_errors"]:
             lines.append(f"  {item['batch_id']} [{item['stage']}] {_clock(item['at']) if item['at'] else ''}: "
                          f"{item['error']}")
+    if data.get("results_missing"):
+        gone = data["results_missing"]
+        lines.append(f"results missing or changed since saved ({len(gone)}; the next run fetches them again): "
+                     + ", ".join(f"{item['result_path']} ({item['problem']})" for item in gone[:5])
+                     + (f" and {len(gone) - 5} more" if len(gone) > 5 else ""))
     learned = data["learned"]
     if learned:
         parts = []
