@@ -100,6 +100,7 @@ class BatchRecord:
     resubmit_pending: bool = False  # its stuck job was cancelled by us; submit again once it shows CANCELLED
     updated_at: float = 0.0
     history: list[HistoryEntry] = field(default_factory=list)
+    upload_adopted: bool = False  # its upload was made by another client (adopt): check for jobs using it first
 
     HISTORY_LIMIT = 50
 
