@@ -135,7 +135,8 @@ def match_by_display_name(display_name: str | None, batch_ids: list[str]) -> str
     """The input file whose name appears in the display name (the longest, when several do); None if none."""
     if not display_name:
         return None
-    hits = [b for b in batch_ids if re.search(rf"(?<![A-Za-z0-9]){re.escape(b)}(?![A-Za-z0-9])", display_name)]
+    hits = [b for b in batch_ids  # every job on the account meets every file: a plain `in` first, then the regex
+            if b in display_name and re.search(rf"(?<![A-Za-z0-9]){re.escape(b)}(?![A-Za-z0-9])", display_name)]
     return max(hits, key=len) if hits else None
 
 
