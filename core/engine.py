@@ -641,8 +641,10 @@ class Engine:
                 if job.input_file and (job.state == "JOB_STATE_SUCCEEDED" or not job.ended):
                     self._live_jobs_by_source.setdefault(job.input_file, []).append(job)
         self._adopted_uploads_checked.add(rec.batch_id)
-        tracked = {r.job_name for r in self.records.values() if r.job_name}
-        users = [job for job in self._live_jobs_by_source.get(rec.upload_name or "", []) if job.name not in tracked]
+        users = self._live_jobs_by_source.get(rec.upload_name or "", [])
+        if users:
+            tracked = {r.job_name for r in self.records.values() if r.job_name}
+            users = [job for job in users if job.name not in tracked]
         if not users:
             return False
         job = max(users, key=lambda j: (j.state == "JOB_STATE_SUCCEEDED", -(j.create_time or 0.0)))
