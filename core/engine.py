@@ -64,6 +64,7 @@ from .input_scan import (
 from .model import BatchRecord, Stage
 from .naming import job_display_name, result_file_name, upload_display_name
 from .poll_schedule import PollSchedule
+from .rebuild import all_jobs
 from .redact import redact
 from .results import check_results, key_results_by_order, move_into_place, saved_results
 from .workflow.cost import check_cost_limit
@@ -135,6 +136,9 @@ class Engine:
         self._storage_wait_logged = False
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
+        # Adopted uploads checked for jobs already made from them, and the one batch list walk that checks them.
+        self._adopted_uploads_checked: set[str] = set()
+        self._live_jobs_by_source: dict[str, list[RemoteJob]] | None = None
         gateway.on_retry = lambda text: self._log(Level.WARNING, f"retrying {text}")
 
     # ---- views for the UI ----------------------------------------------------------------------
@@ -933,6 +937,8 @@ class Engine:
             if not rec.upload_active:
                 await self._check_upload_ready(rec)
                 continue
+            if rec.upload_adopted and await self._job_uses_adopted_upload(rec):
+                continue  # adopted an existing job instead of creating (or the check must wait)
             now = self.clock()
             decision = self.admission.decide(rec.est_tokens, now)
             if self._cooling is not None and self.admission.cool_down_until is None:
@@ -1108,6 +1114,46 @@ class Engine:
         rec.job_name = job.name
         rec.last_error = None
         self._apply_job(rec, job, note)
+
+    # ---- adopted uploads ---------------------------------------------------------------------------
+
+    async def _job_uses_adopted_upload(self, rec: BatchRecord) -> bool:
+        """Before the first create from an upload another client made (see `adopt`), look for a job on the server
+        already made from it (inputConfig.fileName): one batches.list walk, cached for the run. Such a job is
+        adopted instead of paying for the file twice. True when the caller must not create now."""
+        if rec.batch_id in self._adopted_uploads_checked:
+            return False
+        if self._live_jobs_by_source is None:
+            try:
+                jobs = await all_jobs(self.gateway)
+            except GatewayError as exc:  # never create blind from an upload someone else may have used
+                self._log(Level.WARNING, f"{rec.batch_id}: cannot list batches to check its adopted upload "
+                                         f"({exc}); not creating from it yet", rec.batch_id)
+                await self._sleep(_TRANSIENT_PAUSE)
+                return True
+            self._live_jobs_by_source = {}
+            for job in jobs:
+                if job.input_file and (job.state == "JOB_STATE_SUCCEEDED" or not job.ended):
+                    self._live_jobs_by_source.setdefault(job.input_file, []).append(job)
+        self._adopted_uploads_checked.add(rec.batch_id)
+        users = self._live_jobs_by_source.get(rec.upload_name or "", [])
+        if users:
+            tracked = {r.job_name for r in self.records.values() if r.job_name}
+            users = [job for job in users if job.name not in tracked]
+        if not users:
+            return False
+        job = max(users, key=lambda j: (j.state == "JOB_STATE_SUCCEEDED", -(j.create_time or 0.0)))
+        rec.job_name, rec.display_name, rec.last_error = job.name, job.display_name, None
+        rec.intent_at = job.create_time or self.clock()
+        note = (f"job {job.name} ({job.display_name}, {job.state}) was already made from its adopted upload "
+                f"{rec.upload_name}: adopted instead of creating another")
+        if not job.ended:
+            self.admission.job_started(rec.batch_id, rec.est_tokens)
+            self._set(rec, Stage.PENDING, note, Level.WARNING)
+            note = None
+        self._apply_job(rec, job, note)
+        self._publish_admission()
+        return True
 
     # ---- settling ambiguous creates --------------------------------------------------------------
 

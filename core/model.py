@@ -106,6 +106,7 @@ class BatchRecord:
     result_sha256: str | None = None  # hex digest of the results file as saved; None when not known
     result_size: int | None = None
     result_mtime_ns: int | None = None  # the saved file's mtime: unchanged size+mtime skips a re-hash at start
+    upload_adopted: bool = False  # its upload was made by another client (adopt): check for jobs using it first
 
     HISTORY_LIMIT = 50
 

@@ -1,11 +1,12 @@
 """`gembatch-tui adopt`: take over a run that another script left half done, so nothing is uploaded or created twice.
 
-Jobs are named by the user (`--job`, `--jobs-file` with a hand-written report) or found by listing the account's
-batches (`--match-display-names`); uploads are named (`--upload`) or found by listing the files (`--match-uploads`).
-Each is tied to an input file by content first (the job's input file, or the upload, carries the sha256 of the
-bytes it was made from), then by the input file's name appearing in the job's display name. The result is a
-checkpoint that the normal command resumes: adopted jobs are polled and downloaded, adopted uploads are created
-from, and only the rest is uploaded and created.
+Every job on the account (batches.list, all pages) is tied to an input file when it can be: by its source file
+(the upload it was made from, whose sha256 equals the input file's), by its display name (an input file's name
+in it), or by the report that names it (`--job`, `--jobs-file`: the report's line names the input file). Uploads
+are named (`--upload`) or found by listing the files (`--match-uploads`) and tied by content. An upload that a
+live or succeeded job already uses is never created from again: that job is adopted. The result is a checkpoint
+that the normal command resumes: adopted jobs are polled and downloaded, adopted uploads are created from (after
+one more check that no job uses them), and only the rest is uploaded and created.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import re
 import secrets
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,21 +32,26 @@ from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, add_config_flag, exis
 
 DESCRIPTION = """\
 Take over work that another script started, so that it finishes under gembatch-tui without uploading or
-creating anything twice: existing batch jobs (named, listed in a text file such as a hand-written report,
-or found by listing the account's batches) and files already uploaded (named, or found by listing).
+creating anything twice: existing batch jobs and files already uploaded.
 
-Each job or upload is tied to an input file by content (the sha256 of the file it was made from), else by
-the input file's name appearing in the job's display name. The checkpoint then holds them, and the normal
-command (gembatch-tui --input DIR --output DIR) polls the adopted jobs, downloads their results, creates
-jobs from the adopted uploads, and uploads and creates only what is left. Batches the checkpoint already
-tracks are left as they are. Failed, cancelled or expired jobs are not adopted: their files are submitted again.
+Every job on the account is matched to the input files: by its source file (the upload it was made from has
+the same content, sha256, as an input file), by its display name (an input file's name appears in it), or by
+the report that names it (--job, --jobs-file: a hand-written report whose line names the file). Uploads are
+named (--upload) or found by listing the files (--match-uploads), and matched by content. An upload that a
+running, pending or succeeded job already uses is never created from again: that job is adopted instead.
+When several jobs match one file, a succeeded one is preferred, then a running or pending one.
+
+The checkpoint then holds them, and the normal command (its exact line is printed at the end) polls the
+adopted jobs, downloads their results, creates jobs from the adopted uploads, and uploads and creates only
+what is left. Batches the checkpoint already tracks are left as they are. Failed, cancelled or expired jobs
+are not adopted: their files are submitted again. Stop the other script before you adopt its work.
 
 Needs the API key in GEMINI_API_KEY (or GOOGLE_API_KEY)."""
 
 EPILOG = """\
 example:
-  gembatch-tui adopt --input batches/ --output results/ --jobs-file report.txt
-  gembatch-tui adopt --input batches/ --output results/ --match-display-names --match-uploads --dry-run
+  gembatch-tui adopt --input batches/ --output results/ --jobs-file report.md --match-uploads
+  gembatch-tui adopt --input batches/ --output results/ --match-uploads --dry-run
 
 exit codes:
   0  adopted (or, with --dry-run, listed what would be adopted)
@@ -52,9 +59,8 @@ exit codes:
   2  bad usage, no API key, a checkpoint in use by a running engine, or the server could not be read"""
 
 _JOB_NAME = re.compile(r"batches/[A-Za-z0-9_-]+")
-_LIVE_JOB_STAGES = {"JOB_STATE_PENDING": Stage.PENDING, "JOB_STATE_RUNNING": Stage.RUNNING,
-                    "JOB_STATE_SUCCEEDED": Stage.SUCCEEDED}
-_RANK = {"JOB_STATE_SUCCEEDED": 3, "JOB_STATE_RUNNING": 2, "JOB_STATE_PENDING": 2}
+_SUCCEEDED = "JOB_STATE_SUCCEEDED"
+_STAGE_OF_JOB = {_SUCCEEDED: Stage.SUCCEEDED, "JOB_STATE_RUNNING": Stage.RUNNING}  # any other live state: pending
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs-file", metavar="FILE", type=Path,
                         help="a text file naming jobs (every batches/... in it is taken, e.g. a hand-written report)")
     parser.add_argument("--match-display-names", action="store_true",
-                        help="list the account's batches and adopt those whose display name names an input file")
+                        help="kept for old command lines: every job on the account is matched by default now")
     parser.add_argument("--upload", metavar="NAME", action="append", default=[],
                         help="an uploaded file to adopt (files/...); repeatable")
     parser.add_argument("--match-uploads", action="store_true",
@@ -85,20 +91,29 @@ class Adoption:
     """What adopt matched, left alone and could not place."""
 
     jobs: dict[str, RemoteJob] = field(default_factory=dict)  # batch id -> adopted job
+    why: dict[str, str] = field(default_factory=dict)  # batch id -> how its job was matched
     uploads: dict[str, RemoteFile] = field(default_factory=dict)  # batch id -> adopted upload
+    upload_notes: dict[str, str] = field(default_factory=dict)  # batch id -> what became of its upload's jobs
     not_adopted: dict[str, str] = field(default_factory=dict)  # job name -> why (ended unsuccessfully, …)
     unmatched: list[str] = field(default_factory=list)  # named jobs/uploads that fit no input file
     already_tracked: list[str] = field(default_factory=list)  # batch ids the checkpoint already follows
+    foreign_jobs: int = 0  # jobs on the account that match no input file and that nobody named
 
     def lines(self) -> list[str]:
         """A human summary, one line each."""
-        out = [f"{batch_id}: job {job.name} ({job.display_name or 'no display name'}, {job.state})"
+        out = [f"{batch_id}: job {job.name} ({job.display_name or 'no display name'}, {job.state}) "
+               f"matched {self.why.get(batch_id, '')}; "
+               + ("its results will be downloaded" if job.state == _SUCCEEDED else "it will be polled")
                for batch_id, job in sorted(self.jobs.items())]
-        out += [f"{batch_id}: upload {f.name} (no job yet: a job will be created from it)"
+        out += [f"{batch_id}: upload {f.name} ("
+                + self.upload_notes.get(batch_id, "no job on the account uses it")
+                + ": a job will be created from it)"
                 for batch_id, f in sorted(self.uploads.items())]
         out += [f"left alone: {name}: {why}" for name, why in sorted(self.not_adopted.items())]
         out += [f"already tracked by the checkpoint: {batch_id}" for batch_id in self.already_tracked]
         out += [f"matches no input file: {name}" for name in self.unmatched]
+        if self.foreign_jobs:
+            out.append(f"{self.foreign_jobs} other job(s) on the account match no input file (left alone)")
         return out
 
 
@@ -107,35 +122,79 @@ def names_in_report(text: str) -> list[str]:
     return list(dict.fromkeys(_JOB_NAME.findall(text)))
 
 
+def report_lines(text: str) -> dict[str, str]:
+    """Each job name of a report -> the rest of the first line naming it (where a report says which file)."""
+    lines: dict[str, str] = {}
+    for line in text.splitlines():
+        for name in _JOB_NAME.findall(line):
+            lines.setdefault(name, _JOB_NAME.sub(" ", line))
+    return lines
+
+
 def match_by_display_name(display_name: str | None, batch_ids: list[str]) -> str | None:
     """The input file whose name appears in the display name (the longest, when several do); None if none."""
     if not display_name:
         return None
-    hits = [b for b in batch_ids if re.search(rf"(?<![A-Za-z0-9]){re.escape(b)}(?![A-Za-z0-9])", display_name)]
+    hits = [b for b in batch_ids  # every job on the account meets every file: a plain `in` first, then the regex
+            if b in display_name and re.search(rf"(?<![A-Za-z0-9]){re.escape(b)}(?![A-Za-z0-9])", display_name)]
     return max(hits, key=len) if hits else None
 
 
-class _Matcher:
-    """Ties jobs and uploads to input files: by content hash first, then by name."""
+def job_is_usable(job: RemoteJob) -> bool:
+    """A job worth adopting: succeeded, or not ended yet (failed, cancelled and expired jobs are not)."""
+    return job.state == _SUCCEEDED or not job.ended
 
-    def __init__(self, gateway: Gateway, scanned: dict[str, ScannedFile]) -> None:
+
+def job_preference(job: RemoteJob) -> tuple[int, float]:
+    """Sort key, best last: succeeded, then running or pending; among equals the oldest (closest to done)."""
+    return (2 if job.state == _SUCCEEDED else 1 if job_is_usable(job) else 0), -(job.create_time or 0.0)
+
+
+class _Matcher:
+    """Ties jobs and uploads to input files: by source file content, by display name, by the report."""
+
+    def __init__(self, gateway: Gateway, scanned: dict[str, ScannedFile], files: list[RemoteFile],
+                 report: dict[str, str], named: set[str]) -> None:
         self.gateway = gateway
         self.by_sha = {item.sha256: batch_id for batch_id, item in scanned.items()}
         self.batch_ids = list(scanned)
-        self._file_sha: dict[str, str | None] = {}
+        self.files = {f.name: f for f in files}
+        self.report = report
+        self.named = named
 
-    async def sha_of(self, file_name: str) -> str | None:
-        if file_name not in self._file_sha:
-            remote = await self.gateway.get_file(file_name)
-            self._file_sha[file_name] = remote.sha256_hex if remote is not None else None
-        return self._file_sha[file_name]
+    async def sha_of(self, job: RemoteJob) -> str | None:
+        """The sha256 of the upload the job was made from, when the server still has it."""
+        if not job.input_file:
+            return None
+        remote = self.files.get(job.input_file)
+        if remote is None and job.name in self.named:  # not listed: ask once, for the jobs the user named
+            remote = await self.gateway.get_file(job.input_file)
+            if remote is not None:
+                self.files[remote.name] = remote
+        return remote.sha256_hex if remote is not None else None
 
-    async def batch_of_job(self, job: RemoteJob) -> str | None:
-        if job.input_file:
-            sha = await self.sha_of(job.input_file)
-            if sha in self.by_sha:
-                return self.by_sha[sha]
-        return match_by_display_name(job.display_name, self.batch_ids)
+    async def place_job(self, job: RemoteJob) -> tuple[str | None, str]:
+        """(the input file's batch id or None, how it was matched or why it was not)."""
+        by_report = job.name in self.named
+        by_line = match_by_display_name(self.report.get(job.name), self.batch_ids)
+        by_name = match_by_display_name(job.display_name, self.batch_ids)
+        sha = await self.sha_of(job)
+        if sha is not None:
+            batch_id = self.by_sha.get(sha)
+            if batch_id is None:  # the content says another file, whatever the names say
+                return None, f"its source file {job.input_file} has the content of no input file"
+            ways = [f"by file ({job.input_file}, same sha256)"]
+        elif by_name is not None:
+            batch_id, ways = by_name, []
+        elif by_line is not None:
+            batch_id, ways = by_line, []
+        else:
+            return None, "neither its source file, its display name nor the report names an input file"
+        if by_name == batch_id:
+            ways.append("by display name")
+        if by_report:
+            ways.append("by report" + (" (its line names the file)" if by_line == batch_id else ""))
+        return batch_id, ", ".join(ways)
 
     def batch_of_upload(self, remote: RemoteFile) -> str | None:
         return self.by_sha.get(remote.sha256_hex or "")
@@ -143,41 +202,61 @@ class _Matcher:
 
 async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: dict[str, ScannedFile],
                          now: float, margin: float) -> Adoption:
-    """Look up the named or listed jobs and uploads and tie each to an input file."""
+    """Match every job on the account and the named or listed uploads to input files."""
     adoption = Adoption()
-    matcher = _Matcher(gateway, scanned)
-    named = list(dict.fromkeys(args.job + (names_in_report(args.jobs_file.read_text("utf-8", "replace"))
-                                            if args.jobs_file else [])))
-    jobs: list[RemoteJob] = []
+    text = args.jobs_file.read_text("utf-8", "replace") if args.jobs_file else ""
+    named = list(dict.fromkeys(args.job + names_in_report(text)))
+    jobs = await all_jobs(gateway)
+    listed = {job.name for job in jobs}
     for name in named:
+        if name in listed:
+            continue
         job = await gateway.get_job(name)
         if job is None:
             adoption.unmatched.append(f"{name} (the server does not know it)")
         else:
             jobs.append(job)
-    if args.match_display_names:
-        jobs += [job for job in await all_jobs(gateway) if job.name not in named]
+    files = await gateway.list_files()
+    matcher = _Matcher(gateway, scanned, files, report_lines(text), set(named))
+    candidates: dict[str, list[tuple[RemoteJob, str]]] = {}
+    ended: list[tuple[RemoteJob, str]] = []
     for job in jobs:
-        batch_id = await matcher.batch_of_job(job)
+        batch_id, how = await matcher.place_job(job)
         if batch_id is None:
             if job.name in named:
-                adoption.unmatched.append(job.name)
+                adoption.unmatched.append(f"{job.name} ({how})")
+            elif job_is_usable(job):
+                adoption.foreign_jobs += 1
             continue
-        if job.state not in _LIVE_JOB_STAGES:
-            adoption.not_adopted[job.name] = f"{job.state} ({batch_id} will be submitted again)"
-            continue
-        best = adoption.jobs.get(batch_id)
-        if best is None or _RANK[job.state] > _RANK[best.state]:
-            adoption.jobs[batch_id] = job
+        if job_is_usable(job):
+            candidates.setdefault(batch_id, []).append((job, how))
+        else:
+            ended.append((job, batch_id))
+    for batch_id, found in candidates.items():
+        found.sort(key=lambda pair: job_preference(pair[0]), reverse=True)
+        (best, how), rest = found[0], found[1:]
+        adoption.jobs[batch_id] = best
+        adoption.why[batch_id] = how
+        if rest:
+            adoption.why[batch_id] += (f"; {len(found)} jobs match {batch_id}: this one was chosen "
+                                       "(succeeded first, then running or pending, then the oldest)")
+        for other, _ in rest:
+            adoption.not_adopted[other.name] = (f"{other.state}, a second job of {batch_id} ({best.name} was "
+                                                "adopted); cancel it yourself if you do not want to pay for it")
+    for job, batch_id in ended:
+        chosen = adoption.jobs.get(batch_id)
+        adoption.not_adopted[job.name] = job.state + (f" ({batch_id} has {chosen.name} adopted instead)" if chosen
+                                                      else f" ({batch_id} will be submitted again)")
+    dead_users = {job.input_file: job for job, _ in ended if job.input_file}
     remotes: list[RemoteFile] = []
     for name in args.upload:
-        remote = await gateway.get_file(name)
+        remote = matcher.files.get(name) or await gateway.get_file(name)
         if remote is None:
             adoption.unmatched.append(f"{name} (the server does not have it: expired or deleted)")
         else:
             remotes.append(remote)
     if args.match_uploads:
-        remotes += [f for f in await gateway.list_files() if f.name not in args.upload]
+        remotes += [f for f in files if f.name not in args.upload]
     for remote in remotes:
         batch_id = matcher.batch_of_upload(remote)
         usable = remote.state in (None, "ACTIVE") and (remote.expires_at is None or remote.expires_at - now > margin)
@@ -185,8 +264,12 @@ async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: di
             if remote.name in args.upload:
                 adoption.unmatched.append(remote.name if usable else f"{remote.name} (expires too soon to use)")
             continue
-        if batch_id not in adoption.jobs:
-            adoption.uploads.setdefault(batch_id, remote)
+        if batch_id in adoption.jobs or batch_id in adoption.uploads:
+            continue
+        adoption.uploads[batch_id] = remote
+        if remote.name in dead_users:
+            dead = dead_users[remote.name]
+            adoption.upload_notes[batch_id] = f"its job {dead.name} ended {dead.state}"
     return adoption
 
 
@@ -215,12 +298,15 @@ def apply_adoption(state: RunState, scanned: dict[str, tuple[Path, ScannedFile |
             rec.job_name, rec.display_name, rec.job_state = job.name, job.display_name, job.state
             rec.intent_at = job.create_time or now
             rec.result_name = job.result_file
-            rec.stage = _LIVE_JOB_STAGES[job.state]
-            rec.note(now, f"adopted job {job.name} ({job.display_name}) made by another client")
+            rec.stage = _STAGE_OF_JOB.get(job.state, Stage.PENDING)
+            rec.note(now, f"adopted job {job.name} ({job.display_name}, {job.state}) made by another client, "
+                          f"matched {adoption.why.get(batch_id, '')}")
         elif upload is not None:
             rec.upload_name, rec.upload_expires_at = upload.name, upload.expires_at
+            rec.upload_adopted = True  # the engine looks once more for a job using it before its first create
             rec.stage = Stage.UPLOADED
-            rec.note(now, f"adopted upload {upload.name} made by another client")
+            rec.note(now, f"adopted upload {upload.name} made by another client "
+                          f"({adoption.upload_notes.get(batch_id, 'no job on the account uses it')})")
         else:
             rec.stage = Stage.VALIDATED
             rec.note(now, f"validated: {item.request_count} requests")
@@ -273,9 +359,6 @@ def run(args: argparse.Namespace) -> int:
     settings.base_url = args.base_url or settings.base_url
     if args.jobs_file is not None and not args.jobs_file.is_file():
         raise WorkflowError(f"--jobs-file: file not found: {args.jobs_file}")
-    if not (args.job or args.jobs_file or args.match_display_names or args.upload or args.match_uploads):
-        raise WorkflowError("nothing to adopt: give --job, --jobs-file, --match-display-names, --upload or "
-                            "--match-uploads")
     try:
         adoption = asyncio.run(_adopt(args, settings, api_key))
     except CheckpointLocked as exc:
@@ -286,6 +369,15 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     verb = "would adopt" if args.dry_run else "adopted"
     print(f"{verb} {len(adoption.jobs)} job(s) and {len(adoption.uploads)} upload(s); "
-          f"checkpoint {settings.checkpoint_path()}" + ("" if args.dry_run else
-                                                        "; now run: gembatch-tui --input DIR --output DIR"))
+          f"checkpoint {settings.checkpoint_path()}" + ("" if args.dry_run else f"; now run: {next_command(args)}"))
     return EXIT_PROBLEMS if adoption.unmatched else EXIT_OK
+
+
+def next_command(args: argparse.Namespace) -> str:
+    """The command that resumes the adopted run, with the adopt command's own endpoint, checkpoint and config."""
+    words = ["gembatch-tui", "--input", str(args.input), "--output", str(args.output)]
+    for flag, value in (("--checkpoint", args.checkpoint), ("--config", args.config), ("--model", args.model),
+                        ("--base-url", args.base_url)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)

@@ -19,7 +19,8 @@ _READ_ATTEMPTS = 5  # a compaction running at the same moment can make one read 
 DESCRIPTION = """\
 Show a run's state from its checkpoint file: batches per stage, progress in batches and requests,
 uploads waiting for their job to be created (with the time left before the uploaded file expires),
-the last errors, and what the engine learned about the quotas.
+the last errors, and what the engine learned about the quotas. With --json, also one entry per batch
+in "batch_list" (file, stage, job name, attempt, requests ok and failed, last error, upload expiry).
 
 It only reads: it does not take the checkpoint's lock, so it works while a run holds it (from another
 terminal, over SSH, in a script). A line says whether a run holds the checkpoint now."""
@@ -28,6 +29,8 @@ EPILOG = """\
 example:
   gembatch-tui status --checkpoint results/gembatch.checkpoint.json
   gembatch-tui status --checkpoint results/gembatch.checkpoint.json --json | jq .counts
+  gembatch-tui status --checkpoint results/gembatch.checkpoint.json --json \\
+    | jq '.batch_list[] | select(.stage == "failed") | {file, last_error}'
 
 exit codes:
   0  the status was shown
@@ -123,6 +126,20 @@ def status_dict(path: Path, state: RunState, holder: LockHolder | None, now: flo
         "learned": dict(state.learned),
         "results_missing": _results_missing(records),
         "now": now,
+        "batch_list": [batch_entry(rec, now) for rec in records],
+    }
+
+
+def batch_entry(rec: BatchRecord, now: float) -> dict[str, Any]:
+    """One batch as `status --json` lists it: what a script asks about a file (which stage, which job, why)."""
+    expires = rec.upload_expires_at
+    return {
+        "batch_id": rec.batch_id, "file": rec.source, "stage": str(rec.stage), "job_name": rec.job_name,
+        "job_state": rec.job_state, "attempt": rec.attempt, "requests": rec.request_count,
+        "requests_ok": rec.succeeded_count, "requests_failed": rec.failed_count, "last_error": rec.last_error,
+        "upload_name": rec.upload_name, "upload_expires_at": expires,
+        "upload_seconds_left": None if expires is None else round(expires - now, 1),
+        "result_path": rec.result_path,
     }
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections import Counter
 from pathlib import Path
 
+from gembatch.core.checkpoint import CheckpointStore
 from gembatch.core.exit_codes import EXIT_INCOMPLETE as EXIT_PROBLEMS
 from gembatch.core.exit_codes import EXIT_OK
-from gembatch.core.workflow.adopt import match_by_display_name, names_in_report
+from gembatch.core.workflow.adopt import build_parser, match_by_display_name, names_in_report, next_command
 from google import genai
 from google.genai import types
 
@@ -95,3 +97,129 @@ def test_names_and_display_names_are_matched_carefully() -> None:
     assert match_by_display_name("my run - part_10", ids) == "part_10"
     assert match_by_display_name("part_100-retry", ids) == "part_100"
     assert match_by_display_name("unrelated", ids) is None
+
+
+def sdk(emulator) -> genai.Client:
+    return genai.Client(api_key=FAKE_KEY,
+                        http_options=types.HttpOptions(base_url=emulator.base_url, api_version="v1beta"))
+
+
+def wait_ended(client: genai.Client, name: str) -> str:
+    """Wait (a few seconds at most) until the job ends; returns its state name."""
+    import time
+
+    for _ in range(200):
+        state = client.batches.get(name=name).state
+        if state is not None and state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED"):
+            return state.name
+        time.sleep(0.05)
+    raise AssertionError(f"{name} did not end")
+
+
+def test_a_job_made_from_an_adopted_upload_after_adopt_is_adopted_by_the_engine(tmp_path: Path, emulator,
+                                                                                 capsys) -> None:
+    paths = write_batch_files(tmp_path / "in", files=3, requests=3)
+    uploaded, _ = other_script(emulator, paths, uploads=2, jobs=0)
+    settings = engine_settings(tmp_path, emulator.base_url)
+    code, out, err = run_cli(capsys, "adopt", "--input", settings.input_dir, "--output", settings.output_dir,
+                             "--checkpoint", settings.checkpoint, "--match-uploads", "--base-url", emulator.base_url)
+    assert code == EXIT_OK, err
+    assert "adopted 0 job(s) and 2 upload(s)" in out
+    state = CheckpointStore(settings.checkpoint).load()
+    assert state is not None and state.records["part_001"].upload_adopted  # kept through the checkpoint
+    assert not state.records["part_003"].upload_adopted
+    client = sdk(emulator)  # the other script, still running: it creates a job after adopt, before the run
+    late = client.batches.create(model="gemini-2.5-flash", src=uploaded[0].name,
+                                 config={"display_name": "still running script"})
+
+    run_code, engine, recorder = asyncio.run(run_engine(settings))
+
+    assert run_code == EXIT_OK
+    assert engine.records["part_001"].job_name == late.name
+    assert any("adopted instead of creating another" in line for line in recorder.lines())
+    jobs_per_file = Counter(job["sha256"] for job in emulator.jobs())
+    assert len(jobs_per_file) == 3 and set(jobs_per_file.values()) == {1}
+    assert_results_match_inputs(settings.input_dir, settings.output_dir)
+
+
+def test_of_several_jobs_for_one_file_the_succeeded_one_is_adopted(tmp_path: Path, emulator, capsys) -> None:
+    paths = write_batch_files(tmp_path / "in", files=2, requests=3)
+    uploaded, created = other_script(emulator, paths, uploads=1, jobs=1)
+    client = sdk(emulator)
+    assert wait_ended(client, created[0].name or "") == "JOB_STATE_SUCCEEDED"
+    emulator.settings.pending_seconds = 600.0  # the second job stays pending
+    second = client.batches.create(model="gemini-2.5-flash", src=uploaded[0].name,
+                                   config={"display_name": "part_001 again"})
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    code, out, err = run_cli(capsys, "adopt", "--input", settings.input_dir, "--output", settings.output_dir,
+                             "--checkpoint", settings.checkpoint, "--match-uploads", "--base-url", emulator.base_url)
+
+    assert code == EXIT_OK, err
+    adopted = next(line for line in out.splitlines() if line.startswith("part_001:"))
+    assert created[0].name in adopted and "JOB_STATE_SUCCEEDED" in adopted and "2 jobs match part_001" in adopted
+    assert f"left alone: {second.name}: JOB_STATE_PENDING, a second job of part_001" in out
+    emulator.settings.pending_seconds = 0.1
+    run_code, engine, _ = asyncio.run(run_engine(settings))
+    assert run_code == EXIT_OK
+    assert engine.records["part_001"].job_name == created[0].name
+    assert len(emulator.jobs()) == 3  # the two of the other script, and part_002's
+
+
+def test_an_upload_whose_only_job_failed_is_created_from_again(tmp_path: Path, emulator, capsys) -> None:
+    paths = write_batch_files(tmp_path / "in", files=1, requests=3)
+    emulator.fail_next_jobs(1)
+    uploaded, created = other_script(emulator, paths, uploads=1, jobs=1)
+    client = sdk(emulator)
+    assert wait_ended(client, created[0].name or "") == "JOB_STATE_FAILED"
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    code, out, err = run_cli(capsys, "adopt", "--input", settings.input_dir, "--output", settings.output_dir,
+                             "--checkpoint", settings.checkpoint, "--match-uploads", "--base-url", emulator.base_url)
+
+    assert code == EXIT_OK, err
+    assert (f"part_001: upload {uploaded[0].name} (its job {created[0].name} ended JOB_STATE_FAILED: "
+            "a job will be created from it)") in out
+    assert f"left alone: {created[0].name}: JOB_STATE_FAILED (part_001 will be submitted again)" in out
+    assert asyncio.run(run_engine(settings))[0] == EXIT_OK
+    assert [job["state"] for job in emulator.jobs()] == ["BATCH_STATE_FAILED", "BATCH_STATE_SUCCEEDED"]
+
+
+def test_jobs_whose_source_file_is_gone_are_matched_by_display_name_or_report_line(tmp_path: Path, emulator,
+                                                                                   capsys) -> None:
+    paths = write_batch_files(tmp_path / "in", files=3, requests=2)
+    client = sdk(emulator)
+    uploads = [client.files.upload(file=str(p), config={"mime_type": "application/jsonl"}) for p in paths[:2]]
+    by_name = client.batches.create(model="gemini-2.5-flash", src=uploads[0].name,
+                                    config={"display_name": "nightly part_001"})
+    by_line = client.batches.create(model="gemini-2.5-flash", src=uploads[1].name,
+                                    config={"display_name": "second one"})
+    for upload in uploads:
+        emulator.expire_file(upload.name or "")
+    stranger = client.files.upload(file=io.BytesIO(b'{"key": "x", "request": {}}\n'),
+                                   config={"mime_type": "application/jsonl"})
+    foreign = client.batches.create(model="gemini-2.5-flash", src=stranger.name,
+                                    config={"display_name": "part_003 of another project"})
+    report = tmp_path / "report.md"
+    report.write_text(f"- part_002.jsonl: {by_line.name}\n- {foreign.name} (part_003, I think)\n", encoding="utf-8")
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    code, out, _ = run_cli(capsys, "adopt", "--input", settings.input_dir, "--output", settings.output_dir,
+                           "--checkpoint", settings.checkpoint, "--jobs-file", report, "--dry-run",
+                           "--base-url", emulator.base_url)
+
+    assert code == EXIT_PROBLEMS  # the report names a job of another file's content
+    assert f"part_001: job {by_name.name}" in out and "matched by display name; " in out
+    assert f"part_002: job {by_line.name}" in out and "matched by report (its line names the file)" in out
+    assert f"matches no input file: {foreign.name} (its source file {stranger.name} has the content" in out
+    assert "would adopt 2 job(s) and 0 upload(s)" in out
+
+
+def test_the_closing_hint_is_the_command_to_run_next(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--input", "my batches", "--output", "out", "--checkpoint", "out/run.toml",
+                                      "--config", "fast.toml", "--base-url", "http://127.0.0.1:8765",
+                                      "--match-uploads"])
+    assert next_command(args) == ("gembatch-tui --input 'my batches' --output out --checkpoint out/run.toml "
+                                  "--config fast.toml --base-url http://127.0.0.1:8765")
+    plain = build_parser().parse_args(["--input", "in", "--output", "out"])
+    assert next_command(plain) == "gembatch-tui --input in --output out"

@@ -121,3 +121,24 @@ def test_missing_or_damaged_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
     assert run_cli(capsys, "status")[0] == 2
     code, _, err = run_cli(capsys, "status", "--checkpoint", tmp_path)
     assert code == 2 and "is a folder" in err
+
+
+def test_status_json_lists_every_batch(tmp_path: Path, capsys) -> None:
+    path = _checkpoint(tmp_path / "run.checkpoint.json")
+
+    code, data = run_json(capsys, "status", "--checkpoint", path)
+
+    assert code == 0
+    assert {"counts", "requests", "uploads_waiting", "jobs_in_flight", "last_errors", "learned"} <= set(data)
+    assert data["batches"] == 5  # today's count stays; the list is a key of its own
+    entries = {entry["batch_id"]: entry for entry in data["batch_list"]}
+    assert list(entries) == ["part_1", "part_2", "part_3", "part_4", "part_5"]
+    assert entries["part_1"] == {
+        "batch_id": "part_1", "file": "in/part_1.jsonl", "stage": "downloaded", "job_name": None, "job_state": None,
+        "attempt": 1, "requests": 10, "requests_ok": 9, "requests_failed": 1, "last_error": None,
+        "upload_name": None, "upload_expires_at": None, "upload_seconds_left": None, "result_path": None}
+    assert entries["part_2"]["job_name"] == "batches/x2" and entries["part_2"]["stage"] == "running"
+    assert entries["part_3"]["upload_name"] == "files/u3"
+    assert 47 * 3600 < entries["part_3"]["upload_seconds_left"] <= 47 * 3600 + 120
+    failed = [e for e in data["batch_list"] if e["stage"] == "failed"]  # jq '.batch_list[] | select(...)'
+    assert [(e["file"], e["last_error"]) for e in failed] == [("in/part_4.jsonl", "job ended JOB_STATE_FAILED 3 times")]
