@@ -40,12 +40,19 @@ class FakeAdmission:
 
 @dataclass
 class FakeStore:
-    """A checkpoint store that only counts lock calls; `refuse` makes the lock look held by another."""
+    """A checkpoint store that only counts lock calls; `refuse` makes the lock look held by another, `holder`
+    is who the lock names when probed (None: nobody holds it)."""
 
     path: Path = Path("/tmp/fake.checkpoint.json")
     refuse: Exception | None = None
+    holder: object = None
     locked: int = 0
     released: int = 0
+    probes: int = 0
+
+    def read_holder(self) -> object:
+        self.probes += 1
+        return self.holder
 
     def acquire_lock(self) -> None:
         if self.refuse is not None:
