@@ -78,7 +78,7 @@ class MonitorApp(App[int]):
         # Priority: the app opens the bar before it reads the next key, so letters typed right after `/` reach
         # the bar (not the grid, where `p` or `c` would act); check_action passes `/` through once the bar has focus.
         Binding("slash", "filter", "Filter", id="filter", priority=True),
-        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", priority=True),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", priority=True, show=False),  # in the title
         Binding("o", "sort", "Sort", id="sort"),
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
@@ -141,7 +141,7 @@ class MonitorApp(App[int]):
                 yield self.countdown
                 yield self.uploads
         yield self.log_pane
-        yield Footer()
+        yield Footer(compact=True)  # less space between keys: at 80 columns every key fits
 
     @property
     def panes_live(self) -> bool:
@@ -407,7 +407,7 @@ class MonitorApp(App[int]):
         model = grid.model
         title = f"Batches {grid.row_count}"
         if model.filter_text:
-            title += f" of {len(model.records)} matching {model.filter_text!r}"
+            title += f" of {len(model.records)} matching {model.filter_text!r} (Esc shows all)"
         title += f" · sorted by {model.sort_label}"
         if title != self._grid_title:  # setting a border title repaints the whole grid, even when it is the same
             self._grid_title = title

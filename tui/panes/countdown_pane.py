@@ -123,7 +123,7 @@ class CountdownPane(Widget):
         """Three lines (four while cooling down): the state, then the figures two to a line, in short counts."""
         rows = [self._state()]
         if self.until is not None:
-            rows.append(("Quota", f"{self.quota or Quota.UNKNOWN} until {clock_time(self.until)}"))
+            rows.append(("Quota", str(self.quota or Quota.UNKNOWN)))
         figures = self.figures
         if figures is not None:
             rows += [("Jobs", f"{short_of(figures.jobs_in_flight, figures.max_jobs)} · tokens "

@@ -124,9 +124,12 @@ class SummaryBar(Widget):
         label = self.get_component_rich_style("summary-bar--label")
         bar_style = self.get_component_rich_style("summary-bar--bar")
         parts = ", ".join(f"{count(n)} {name}" for name, n in snap.outcomes)
-        files = f" {count(snap.files_done)}/{count(snap.files_total)} ended ({parts})"
+        ratio = f" {count(snap.files_done)}/{count(snap.files_total)}"
         requests = f" {count(snap.requests_done)}/{count(snap.requests_total)}"
-        fixed = len("files ") + len(files) + len("   requests ") + len(requests)
+        for files in (f"{ratio} ended ({parts})", f"{ratio} ({parts})", ratio):  # the longest that fits
+            fixed = len("files ") + len(files) + len("   requests ") + len(requests)
+            if fixed + 2 * BAR_MIN <= width:
+                break
         bar_width = max(BAR_MIN, min(BAR_MAX, (width - fixed) // 2))
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append("files ", label)
