@@ -59,11 +59,12 @@ class CheckpointWatcher:
         self._probe_answered = False
         self.holder: str | None = None  # who holds the run as of the last reload ("pid 12 on host, since ..")
         self.holder_checked = False  # True once the probe has answered at least once
+        self.held_before = False  # True once the probe has named a holder
 
     @property
     def holder_stopped(self) -> bool:
-        """True when the probe says nobody holds the checkpoint any more (the engine watched has stopped)."""
-        return self.holder_checked and self.holder is None
+        """True when the probe named a holder before and now says nobody holds the checkpoint."""
+        return self.held_before and self.holder is None
 
     def _probe_holder(self) -> None:
         """Ask the lock who holds the run (blocking: part of `poll`); a failed probe changes nothing."""
@@ -82,6 +83,7 @@ class CheckpointWatcher:
             return
         probed, was, first = self._probed, self.holder, not self.holder_checked
         self.holder, self.holder_checked = probed, True
+        self.held_before = self.held_before or probed is not None
         if first or probed == was:
             return
         if probed is None:

@@ -391,11 +391,14 @@ class MonitorApp(App[int]):
     def _read_only_note(self) -> str:
         """Who holds the run being watched, as the lock says now; or that it has stopped."""
         watcher = self._watcher
+        by_flag = self.read_only == "--read-only"
         if watcher is not None and watcher.holder_checked:
-            if watcher.holder is None:
+            if watcher.holder is not None:
+                return f"held by {watcher.holder}"
+            if watcher.held_before or not by_flag:  # not by_flag: the lock was refused, so someone held it
                 return "the engine that held it has stopped (last saved state shown)"
-            return f"held by {watcher.holder}"
-        return "by --read-only" if self.read_only == "--read-only" else f"held by {self.read_only}"
+            return "no engine holds it"
+        return "by --read-only" if by_flag else f"held by {self.read_only}"
 
     def _show_cooling(self) -> None:
         countdown = self.countdown
