@@ -64,6 +64,8 @@ def test_uploads_pane_widths_keep_names_and_reasons_whole_before_the_upload_id()
     assert (upload, wait) == (0, reason) and name == 45 - 6 - 2 - reason  # the name gives way, the reason stays
     name, _, _, wait = upload_widths(30, 20, 14, 6, reason)
     assert name == 10 and wait == 30 - 10 - 6 - 2
+    demo_reason = len("token budget 212k/218k + 6.6k")  # cannot be whole in 45 cells, even with the name cut
+    assert upload_widths(45, 11, 12, 6, demo_reason) == (11, 0, 6, 45 - 11 - 6 - 2)  # so the name stays whole
 
 
 def app_with_long_names(cooling: bool = True) -> MonitorApp:

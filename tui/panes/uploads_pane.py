@@ -28,15 +28,18 @@ def upload_widths(width: int, name: int, upload: int, left: int, wait: int) -> t
     """Widths of file, upload, time left and reason in `width` cells; upload 0 when it is left out.
 
     Whole names and whole reasons come first; the upload's id is shown only when everything fits with it.
-    When names and reasons cannot both be whole, the name is cut in the middle (its end tells files apart)
-    down to NAME_MIN so that the reason stays whole; only then is the reason cut.
+    When names and reasons cannot both be whole, the name is cut in the middle (its end tells files apart),
+    down to NAME_MIN, if that keeps the reason whole; if nothing does, the name stays whole (as far as the
+    reason keeps WAIT_MIN) and the reason is cut.
     """
     needed = name + left + wait + 2
     if needed + upload + 1 <= width:
         return name, upload, left, width - name - upload - left - 3
     if needed <= width:
         return name, 0, left, width - name - left - 2
-    name = min(name, max(NAME_MIN, width - left - 2 - wait))
+    if min(name, NAME_MIN) + left + wait + 2 <= width:
+        return width - left - 2 - wait, 0, left, wait
+    name = min(name, max(NAME_MIN, width - left - 2 - min(wait, WAIT_MIN)))
     return name, 0, left, max(min(wait, WAIT_MIN), width - name - left - 2)
 
 
