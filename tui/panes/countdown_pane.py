@@ -120,16 +120,17 @@ class CountdownPane(Widget):
         return "Creates", Text("✓ may go", style=self.get_component_rich_style("countdown-pane--clear"))
 
     def _compact_rows(self) -> list[tuple[str, str | Text]]:
-        """Three lines (four while cooling down): the state, then the figures two to a line, in short counts."""
+        """Four lines: the state, the quota while cooling down, then the figures in short counts."""
         rows = [self._state()]
         if self.until is not None:
             rows.append(("Quota", str(self.quota or Quota.UNKNOWN)))
         figures = self.figures
         if figures is not None:
-            rows += [("Jobs", f"{short_of(figures.jobs_in_flight, figures.max_jobs)} · tokens "
-                              f"{short_of(figures.tokens_enqueued, figures.token_budget)}"),
-                     ("Per min", f"{short_of(figures.creates_last_minute, figures.creates_per_minute)} · "
-                                 f"429s {count(figures.rate_limited_total)}")]
+            rows += [("Jobs", f"{short_of(figures.jobs_in_flight, figures.max_jobs)} · "
+                              f"429s {count(figures.rate_limited_total)}"),
+                     ("Tokens", short_of(figures.tokens_enqueued, figures.token_budget))]
+            if self.until is None:
+                rows.append(("Per min", short_of(figures.creates_last_minute, figures.creates_per_minute)))
         return rows
 
     def _full_rows(self) -> list[tuple[str, str | Text]]:

@@ -51,7 +51,7 @@ class UploadsPane(Static):
     DEFAULT_CSS = """
     UploadsPane {
         height: 1fr;
-        padding: 0 1;
+        padding: 0 0 0 1;  /* no right padding: the reason, last, may run to the edge */
         overflow-y: auto;
         & > .uploads-pane--header { text-style: bold; color: $text-muted; }
         & > .uploads-pane--soon { color: $warning; text-style: bold; }
