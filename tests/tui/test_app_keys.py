@@ -279,3 +279,13 @@ async def test_the_summary_counts_rejected_files_in_a_total_made_of_its_parts() 
         await ready(pilot)
         progress = screen_text(app).splitlines()[1]
         assert "5/12 ended (3 ok, 1 failed, 1 rejected)" in progress  # 3 + 1 + 1 = 5 ended of 12
+
+
+async def test_read_only_by_flag_with_no_engine_running_says_so() -> None:
+    engine = FakeEngine(records_list=[], logs=())
+    app = MonitorApp(engine, clock=frozen_clock, read_only="--read-only", watch_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "no engine holds it" in screen_text(app), 5, "the lock probed")
+        assert "has stopped" not in screen_text(app)  # nothing was running: nothing stopped
+        engine.store.holder = "pid 77 on build-box, since 2025-06-15 14:06:40"
+        await wait_until(pilot, lambda: "held by pid 77" in screen_text(app), 5, "a new holder")
