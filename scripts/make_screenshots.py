@@ -1,7 +1,8 @@
 """Screenshots of the real app running the demo: `python scripts/make_screenshots.py [--out screenshots]`.
 
-Runs `--demo` (the built-in emulator, about 150 files) inside `App.run_test` at a fixed size and saves SVGs at
-four moments: cooling-down.svg (just after a 429), running.svg, paused.svg, detail.svg (one batch's history).
+Runs `--demo` (the built-in emulator, about 150 files) inside `App.run_test` at 120x40 and saves SVGs at
+four moments: cooling-down.svg (just after a 429), running.svg, paused.svg, detail.svg (one batch's history);
+and, resizing the same run, compact-80x24.svg and wide-200x50.svg (the layouts for small and large terminals).
 Checks that no screenshot holds an API key. Anyone can rerun it; it needs no key and no network.
 """
 
@@ -54,6 +55,12 @@ async def shoot(out: Path) -> list[Path]:
                 await wait_for(app, lambda: app.tally.files_done >= 25 and app.countdown.until is None,
                                "25 files done")
                 saved.append(save(app, out, "running.svg"))
+                for size, name in (((80, 24), "compact-80x24.svg"), ((200, 50), "wide-200x50.svg")):
+                    await pilot.resize_terminal(*size)
+                    await wait_for(app, lambda size=size: tuple(app.size) == size, f"the {name} size")
+                    saved.append(save(app, out, name))
+                await pilot.resize_terminal(*SIZE)
+                await wait_for(app, lambda: tuple(app.size) == SIZE, "the size back")
                 await pilot.press("p")
                 await wait_for(app, lambda: app.paused and all(
                     r.wait_reason == "paused" for r in app.uploads.waiting.values()), "the pause")

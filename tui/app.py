@@ -57,7 +57,7 @@ from .surface import EngineSurface
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # SIGHUP: see hangup.py
 WATCH_INTERVAL = 2.0  # seconds between reloads of the checkpoint in read-only mode
 ACTING = frozenset({"pause", "resume", "retry", "cancel_batch", "skip"})
-GRID_ONLY = frozenset({"filter", "sort", "reverse_sort"})
+GRID_ONLY = frozenset({"filter", "clear_filter", "sort", "reverse_sort"})
 
 
 class MonitorApp(App[int]):
@@ -67,7 +67,7 @@ class MonitorApp(App[int]):
     TITLE = "gembatch"
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (150, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (36, "-tall")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-compact"), (30, "-short"), (36, "-tall")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pause", "Pause", id="pause"),
@@ -75,7 +75,10 @@ class MonitorApp(App[int]):
         Binding("r", "retry", "Retry", id="retry"),
         Binding("c", "cancel_batch", "Cancel", id="cancel"),
         Binding("s", "skip", "Skip", id="skip"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        # Priority: the app opens the bar before it reads the next key, so letters typed right after `/` reach
+        # the bar (not the grid, where `p` or `c` would act); check_action passes `/` through once the bar has focus.
+        Binding("slash", "filter", "Filter", id="filter", priority=True),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", priority=True, show=False),  # in the title
         Binding("o", "sort", "Sort", id="sort"),
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
@@ -138,7 +141,7 @@ class MonitorApp(App[int]):
                 yield self.countdown
                 yield self.uploads
         yield self.log_pane
-        yield Footer()
+        yield Footer(compact=True)  # less space between keys: at 80 columns every key fits
 
     @property
     def panes_live(self) -> bool:
@@ -167,7 +170,7 @@ class MonitorApp(App[int]):
             self._log(Level.ERROR, f"cannot take the checkpoint: {claim_error}")
             self._engine_finished(self._error_code(claim_error))
         elif self.read_only is not None:
-            summary.show(state="WATCHING", state_tone="ended", read_only_holder=self.read_only)
+            summary.show(state="WATCHING", state_tone="ended", read_only_note=self._read_only_note())
             self._start_watcher()
         else:
             summary.show(state="RUNNING", state_tone="running", paused=self.paused)
@@ -210,8 +213,10 @@ class MonitorApp(App[int]):
                 await self.engine.gateway.aclose()
 
     def _start_watcher(self) -> None:
-        path = self.engine.store.path if hasattr(self.engine, "store") else self.settings.checkpoint_path()
-        self._watcher = CheckpointWatcher(path, self.engine.bus, interval=self.watch_interval, clock=self.clock)
+        store = getattr(self.engine, "store", None)
+        path = store.path if store is not None else self.settings.checkpoint_path()
+        self._watcher = CheckpointWatcher(path, self.engine.bus, interval=self.watch_interval, clock=self.clock,
+                                          holder=getattr(store, "read_holder", None))
         self.run_worker(self._watcher.run(), name="watcher", group="watcher", exit_on_error=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -383,6 +388,18 @@ class MonitorApp(App[int]):
     def _log(self, level: Level, message: str) -> None:
         self.post_message(LogAdded(LogLine(self.clock(), level, message)))
 
+    def _read_only_note(self) -> str:
+        """Who holds the run being watched, as the lock says now; or that it has stopped."""
+        watcher = self._watcher
+        by_flag = self.read_only == "--read-only"
+        if watcher is not None and watcher.holder_checked:
+            if watcher.holder is not None:
+                return f"held by {watcher.holder}"
+            if watcher.held_before or not by_flag:  # not by_flag: the lock was refused, so someone held it
+                return "the engine that held it has stopped (last saved state shown)"
+            return "no engine holds it"
+        return "by --read-only" if by_flag else f"held by {self.read_only}"
+
     def _show_cooling(self) -> None:
         countdown = self.countdown
         left = None if countdown.until is None else countdown.until - self.clock()
@@ -393,7 +410,7 @@ class MonitorApp(App[int]):
         model = grid.model
         title = f"Batches {grid.row_count}"
         if model.filter_text:
-            title += f" of {len(model.records)} matching {model.filter_text!r}"
+            title += f" of {len(model.records)} matching {model.filter_text!r} (Esc shows all)"
         title += f" · sorted by {model.sort_label}"
         if title != self._grid_title:  # setting a border title repaints the whole grid, even when it is the same
             self._grid_title = title
@@ -413,18 +430,29 @@ class MonitorApp(App[int]):
         self.grid.tick(now)
         self._show_cooling()
         self.summary.show(elapsed=now - self.started_at, snapshot=self.tally.snapshot())
+        if self.read_only is not None and self.engine_error is None:
+            self.summary.show(read_only_note=self._read_only_note())
 
     # ---- keys ------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ACTING:
-            if self.read_only is not None or self._stopping or not self.engine_running:
+            if self.read_only is not None:
+                return False  # a watcher sends no commands: not offered, and the keys do nothing
+            if self._stopping or not self.engine_running:
                 return False if action == "resume" else None  # shown dimmed; resume hidden
             if action == "pause":
                 return not self.paused
             if action == "resume":
                 return self.paused
-        return not (action in GRID_ONLY and isinstance(self.screen, DetailScreen))
+        if action in GRID_ONLY:
+            if len(self.screen_stack) > 1:  # the detail, the help or a question is on top
+                return False
+            if action == "filter":
+                return self.focused is not self.filter_bar
+            if action == "clear_filter":
+                return self.filter_bar.shown or bool(self.grid.model.filter_text)
+        return True
 
     def _target(self) -> str | None:
         screen = self.screen
@@ -493,6 +521,16 @@ class MonitorApp(App[int]):
 
     def action_filter(self) -> None:
         self.filter_bar.open()
+        self.refresh_bindings()
+
+    def action_clear_filter(self) -> None:
+        """Esc: empty the filter, hide its bar, back to the grid with every row."""
+        self.filter_bar.remove_class("-shown")
+        self.filter_bar.call_later(self.filter_bar.dismiss)  # after the keys it has yet to take in, typed before Esc
+        self.grid.set_filter("")
+        self._title_grid()
+        self.screen.set_focus(self.grid)
+        self.refresh_bindings()
 
     def action_sort(self) -> None:
         self.grid.cycle_sort()
@@ -518,16 +556,13 @@ class MonitorApp(App[int]):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.grid.set_filter(event.value)
         self._title_grid()
+        self.refresh_bindings()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         self.filter_bar.close_if_empty()
-        self.grid.focus()
-
-    def on_filter_bar_cleared(self, message: FilterBar.Cleared) -> None:
-        self.grid.set_filter("")
-        self._title_grid()
-        self.grid.focus()
+        self.screen.set_focus(self.grid)
+        self.refresh_bindings()
 
     def on_batch_grid_opened(self, message: BatchGrid.Opened) -> None:
         rec = self._record(message.batch_id)

@@ -61,3 +61,38 @@ def shorten(text: str, width: int) -> str:
     if cell_len(text) <= width:
         return text
     return set_cell_size(text, width - 1) + "…"
+
+
+def last_cells(text: str, width: int) -> str:
+    """The end of `text` that fits in `width` cells."""
+    kept: list[str] = []
+    used = 0
+    for char in reversed(text):
+        used += cell_len(char)
+        if used > width:
+            break
+        kept.append(char)
+    return "".join(reversed(kept))
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """`text` cut to `width` cells with an ellipsis in the middle, keeping its end (`refin…_142`)."""
+    text = " ".join(text.split())
+    if width <= 0:
+        return ""
+    if cell_len(text) <= width:
+        return text
+    if width == 1:
+        return "…"
+    tail = (width - 1) // 2
+    head = set_cell_size(text, width - 1 - tail)
+    return head + "…" + last_cells(text, tail)
+
+
+def compact_count(value: int) -> str:
+    """A short count for tight panes: `950`, `33k`, `212k`, `1.2M`."""
+    if value < 1000:
+        return str(value)
+    if value < 999_500:
+        return f"{value / 1000:.0f}k"
+    return f"{value / 1_000_000:.1f}M"

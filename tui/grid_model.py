@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gembatch.core.model import STAGE_GLYPHS, BatchRecord, Stage
+from rich.cells import cell_len
 
 from .formatting import count, time_left
 
@@ -32,26 +33,70 @@ def short_job(job_name: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column of the grid: `width` 0 means sized from the content (name) or the space left (error)."""
+    """One column of the grid: `width` 0 means sized from the content and the room there is."""
 
     key: str
     title: str
     width: int
     align: Literal["left", "right"] = "left"
+    optional: bool = False  # left out when the batch names could not be shown whole with it
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("name", "Batch", 0),
     Column("stage", "Stage", 12),
-    Column("job", "Job", 12),
+    Column("job", "Job", 0),
     Column("requests", "Reqs", 6, "right"),
     Column("succeeded", "OK", 6, "right"),
     Column("failed", "Fail", 5, "right"),
-    Column("expiry", "Expires", 7, "right"),
+    Column("expiry", "Expires", 7, "right", optional=True),  # the uploads pane shows it too
     Column("error", "Last error", 0),
 )
-NAME_MIN, NAME_MAX = 8, 32
-ERROR_MIN = 10
+GUTTER = 2  # the cursor marker and a space: the selected row is visible without colour
+NAME_MIN, JOB_MIN, ERROR_MIN = 10, 8, 10  # the narrowest a flexible column gets
+ERROR_FAIR = 24  # the error column gets this much before job ids grow to their whole length
+
+
+@dataclass(frozen=True, slots=True)
+class Naturals:
+    """The widest name, job id and error the grid has seen: what each flexible column would need."""
+
+    name: int = 0
+    job: int = 0
+    error: int = 0
+
+
+def layout_columns(width: int, naturals: Naturals) -> tuple[tuple[Column, int], ...]:
+    """The columns that fit in `width` cells and their widths.
+
+    The flexible columns share the room the fixed ones leave: first whole batch names, then a readable
+    error, then whole job ids; the error column takes whatever is left, out to the right edge.
+    """
+    name_want = max(naturals.name, len("Batch ↑"))
+    job_want = max(naturals.job, len("Job"))
+    name_min, job_min = min(NAME_MIN, name_want), min(JOB_MIN, job_want)
+    columns = COLUMNS
+    while True:
+        fixed = GUTTER + sum(c.width for c in columns) + len(columns) - 1
+        room = width - fixed
+        optional = [c for c in columns if c.optional]
+        if room >= name_want + job_min + ERROR_MIN or not optional:
+            break
+        columns = tuple(c for c in columns if c is not optional[-1])
+    spare = max(0, room - name_min - job_min - ERROR_MIN)
+
+    def grow(current: int, want: int) -> int:
+        nonlocal spare
+        more = max(0, min(spare, want - current))
+        spare -= more
+        return current + more
+
+    name = grow(name_min, name_want)
+    error = grow(ERROR_MIN, min(ERROR_FAIR, max(naturals.error, ERROR_MIN)))
+    job = grow(job_min, job_want)
+    error += spare
+    flexible = {"name": name, "job": job, "error": error}
+    return tuple((c, c.width or flexible[c.key]) for c in columns)
 
 
 def cell_text(column: str, rec: BatchRecord, now: float) -> str:
@@ -105,7 +150,7 @@ class GridModel:
         self.sort_key = "input"
         self.descending = False
         self.filter_text = ""
-        self.name_width = NAME_MIN
+        self.naturals = Naturals()
 
     # ---- queries ---------------------------------------------------------------------------------
 
@@ -141,7 +186,6 @@ class GridModel:
             if old is None:
                 self._position[batch_id] = len(self._position)
                 self.version[batch_id] = 0
-                self.name_width = min(NAME_MAX, max(self.name_width, len(batch_id)))
                 rebuild = rebuild or self.matches(rec)
             elif not rebuild:
                 shown_before, shown_now = self.matches(old), self.matches(rec)
@@ -149,11 +193,21 @@ class GridModel:
                     shown_now and self._sort_value(old) != self._sort_value(rec))
             self.records[batch_id] = rec
             self.version[batch_id] += 1
+            self._measure(rec)
             changed.add(batch_id)
         if rebuild:
             self.rebuild()
             return None
         return {batch_id for batch_id in changed if batch_id in self.row_of}
+
+    def _measure(self, rec: BatchRecord) -> None:
+        """Widen the natural widths to fit `rec` (they never shrink: columns do not jump back and forth)."""
+        naturals = self.naturals
+        name = cell_len(rec.batch_id)
+        job = cell_len(short_job(rec.job_name))
+        error = cell_len(cell_text("error", rec, 0.0)) if rec.last_error else 0
+        if name > naturals.name or job > naturals.job or error > naturals.error:
+            self.naturals = Naturals(max(name, naturals.name), max(job, naturals.job), max(error, naturals.error))
 
     def rebuild(self) -> None:
         """Filter and sort every record into `view` (one pass, one sort)."""

@@ -24,11 +24,21 @@ class Snapshot:
     """The figures the summary bar shows."""
 
     files_total: int
-    files_done: int
-    files_failed: int
+    files_done: int  # ended, whichever way: the sum of the four counts below
+    files_failed: int  # failed, cancelled, expired or rejected (the exit code's "some ended otherwise")
     requests_total: int
     requests_done: int
     seconds_left: float | None
+    files_ok: int = 0  # results saved
+    files_rejected: int = 0  # did not pass validation (counted in files_failed too)
+    files_skipped: int = 0
+
+    @property
+    def outcomes(self) -> list[tuple[str, int]]:
+        """The ended files by outcome, `ok` always, the others when there are some; they add up to `files_done`."""
+        parts = [("ok", self.files_ok), ("failed", self.files_failed - self.files_rejected),
+                 ("rejected", self.files_rejected), ("skipped", self.files_skipped)]
+        return [(name, n) for name, n in parts if n or name == "ok"]
 
 
 class RunTally:
@@ -88,5 +98,7 @@ class RunTally:
 
     def snapshot(self) -> Snapshot:
         """The figures as they stand."""
+        by_stage = self.by_stage
         return Snapshot(self.files_total, self.files_done, self.files_failed, self.requests_total,
-                        self.requests_done, self.seconds_left())
+                        self.requests_done, self.seconds_left(), files_ok=by_stage[Stage.DOWNLOADED],
+                        files_rejected=by_stage[Stage.REJECTED], files_skipped=by_stage[Stage.SKIPPED])

@@ -40,12 +40,19 @@ class FakeAdmission:
 
 @dataclass
 class FakeStore:
-    """A checkpoint store that only counts lock calls; `refuse` makes the lock look held by another."""
+    """A checkpoint store that only counts lock calls; `refuse` makes the lock look held by another, `holder`
+    is who the lock names when probed (None: nobody holds it)."""
 
     path: Path = Path("/tmp/fake.checkpoint.json")
     refuse: Exception | None = None
+    holder: object = None
     locked: int = 0
     released: int = 0
+    probes: int = 0
+
+    def read_holder(self) -> object:
+        self.probes += 1
+        return self.holder
 
     def acquire_lock(self) -> None:
         if self.refuse is not None:
@@ -189,3 +196,36 @@ class FakeEngine:
     async def cancel(self, batch_id: str) -> bool:
         self.calls.append(("cancel", batch_id))
         return not self.records[batch_id].stage.ended
+
+
+LONG_ERROR = ("job ended JOB_STATE_FAILED: 3 of 100 requests could not be parsed; the batch pipeline gave up "
+              "after 3 attempts (INTERNAL, retryable)")
+
+
+def job_id(index: int) -> str:
+    """A job name as the service gives them: `batches/` and 36 characters (fixed, not random)."""
+    return "batches/" + f"{index:04d}k3v9q2m7xw4p8t6r1n5b0c" + f"{index * 7919:010d}"[:10]
+
+
+def long_records(count: int = 40, now: float = NOW) -> list[BatchRecord]:
+    """`count` batches with long realistic names (`refinement_batch_142`), whole job ids, a long last error,
+    and uploads that wait for the token budget."""
+    cycle = [Stage.DOWNLOADED, Stage.RUNNING, Stage.FAILED, Stage.UPLOADED, Stage.PENDING, Stage.UPLOADED,
+             Stage.DOWNLOADED, Stage.REJECTED, Stage.VALIDATED, Stage.DOWNLOADED]
+    records = []
+    for i in range(count):
+        number = 137 + i
+        rec = record(number, cycle[i % len(cycle)], now=now)
+        name = f"refinement_batch_{number}"
+        rec.batch_id, rec.source = name, f"/data/in/{name}.jsonl"
+        if rec.job_name:
+            rec.job_name = job_id(number)
+        if rec.stage is Stage.FAILED:
+            rec.last_error = LONG_ERROR
+        if rec.stage is Stage.REJECTED:
+            rec.last_error = f"{name}.jsonl line 7: missing \"key\""
+        if rec.stage is Stage.UPLOADED:
+            rec.upload_name = f"files/{number:04d}q8h2k5xv1z"
+            rec.wait_reason = "token budget 212k/500k"
+        records.append(rec)
+    return records

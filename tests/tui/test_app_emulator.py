@@ -194,13 +194,14 @@ async def test_a_second_instance_opens_read_only_and_watches(tmp_path: Path, emu
             await wait_until(pilot, lambda: app.grid.row_count == 3, 10, "the watcher's first load")
             text = screen_text(app)
             assert "READ-ONLY" in text and f"pid {__import__('os').getpid()}" in text
-            assert app.check_action("pause", ()) is None  # shown, disabled
-            assert app.check_action("retry", ()) is None
-            assert app.check_action("cancel_batch", ()) is None
-            assert app.check_action("skip", ()) is None
+            for action in ("pause", "resume", "retry", "cancel_batch", "skip"):
+                assert app.check_action(action, ()) is False  # not offered at all
             await pilot.press("p", "r", "s")
             assert not app.engine.paused
             assert all(stage_of(app, f"part_{i:03d}") is Stage.DOWNLOADED for i in (1, 2, 3))
+            holder.release_lock()  # the other instance stops
+            await wait_until(pilot, lambda: "has stopped" in screen_text(app).splitlines()[0], 10, "its end")
+            assert f"pid {__import__('os').getpid()}" not in screen_text(app).splitlines()[0]
             await pilot.press("q")
             await wait_for_exit(pilot)
         assert app.return_code == 0

@@ -193,3 +193,99 @@ def test_run_app_honours_no_mouse(monkeypatch: pytest.MonkeyPatch, tmp_path) -> 
     settings = Settings(input_dir=tmp_path, output_dir=tmp_path, no_mouse=True)
     assert app_module.run_app(settings, FAKE_KEY) == 0
     assert seen["mouse"] is False
+
+
+def type_at_once(app: MonitorApp, *keys: str) -> None:
+    """Keys as a terminal delivers a burst: all queued before the app reads the first (Pilot waits between)."""
+    from textual import events
+
+    for key in keys:
+        character = {"slash": "/", "escape": None}.get(key, key)
+        event = events.Key(key, character)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+async def test_keys_typed_right_after_slash_reach_the_filter() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        type_at_once(app, "slash", "u", "p", "l", "o", "a", "d")  # `p` would pause, `o` sort, on the grid
+        await wait_until(pilot, lambda: app.filter_bar.value == "upload", 5, "the filter text")
+        assert app.grid.model.view == ["qa_part_008", "qa_part_009", "qa_part_010"]
+        assert app.engine.calls == [] and not app.paused and app.grid.model.sort_key == "input"
+
+
+async def test_escape_clears_the_filter_and_returns_to_the_grid() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("slash", *"fail", "enter")  # keep the filter, back on the grid
+        assert app.grid.row_count == 1 and app.focused is app.grid
+        assert "(Esc shows all)" in screen_text(app)
+        await pilot.press("escape")  # from the grid
+        assert app.grid.row_count == 12 and app.filter_bar.value == "" and not app.filter_bar.shown
+        assert app.focused is app.grid
+        type_at_once(app, "slash", "r", "u", "n", "escape", "j")  # Esc while typing, then a grid key
+        await wait_until(pilot, lambda: app.filter_bar.value == "" and app.grid.row_count == 12, 5, "Esc")
+        assert app.focused is app.grid and not app.filter_bar.shown
+        assert app.engine.calls == []  # `r` and `n` went to the bar, not to retry
+        await pilot.press("question_mark")
+        await pilot.press("escape")  # the help's own Esc: the filter's binding stays out of its way
+        assert not isinstance(app.screen, HelpScreen)
+
+
+def read_only_app(holder) -> tuple[MonitorApp, FakeEngine]:
+    from gembatch.core.checkpoint import CheckpointLocked
+
+    engine = FakeEngine()
+    engine.store.refuse = CheckpointLocked(engine.store.path, holder)
+    engine.store.holder = holder
+    return MonitorApp(engine, clock=frozen_clock, watch_interval=0.05), engine
+
+
+async def test_read_only_offers_no_commands_and_says_when_the_holder_stops(tmp_path) -> None:
+    from gembatch.core.checkpoint import CheckpointStore, LockHolder, RunState
+
+    holder = LockHolder(4242, "build-box", NOW - 3600)
+    app, engine = read_only_app(holder)
+    engine.store.path = tmp_path / "watched.checkpoint.json"
+    records = {rec.batch_id: rec for rec in engine.records_list}
+    CheckpointStore(engine.store.path).create(RunState(run_id="r1", created_at=NOW, model="m", records=records))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.grid.row_count == 12, 5, "the watcher's first load")
+        text = screen_text(app)
+        assert "READ-ONLY" in text and "held by pid 4242 on build-box" in text
+        footer = text.splitlines()[-1]
+        for word in ("Pause", "Resume", "Retry", "Cancel", "Skip"):
+            assert word not in footer
+        assert "Filter" in footer and "Quit" in footer
+        await pilot.press("question_mark")
+        described = {key.description for key in app.screen.keys}
+        assert not described & {"Pause", "Resume", "Retry", "Cancel", "Skip"} and "Quit" in described
+        await pilot.press("escape", "down", "down", "down")  # qa_part_004, failed: retry would act on it
+        await pilot.press("p", "r", "c", "s")
+        assert engine.calls == [] and not isinstance(app.screen, ConfirmScreen) and not app.paused
+        engine.store.holder = None  # the engine watched has stopped (its lock is free)
+        await wait_until(pilot, lambda: "has stopped" in screen_text(app), 5, "the holder's end")
+        text = screen_text(app)
+        assert "pid 4242" not in text.splitlines()[0]
+        assert "the engine that held" in text  # in the log too
+
+
+async def test_the_summary_counts_rejected_files_in_a_total_made_of_its_parts() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        progress = screen_text(app).splitlines()[1]
+        assert "5/12 ended (3 ok, 1 failed, 1 rejected)" in progress  # 3 + 1 + 1 = 5 ended of 12
+
+
+async def test_read_only_by_flag_with_no_engine_running_says_so() -> None:
+    engine = FakeEngine(records_list=[], logs=())
+    app = MonitorApp(engine, clock=frozen_clock, read_only="--read-only", watch_interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "no engine holds it" in screen_text(app), 5, "the lock probed")
+        assert "has stopped" not in screen_text(app)  # nothing was running: nothing stopped
+        engine.store.holder = "pid 77 on build-box, since 2025-06-15 14:06:40"
+        await wait_until(pilot, lambda: "held by pid 77" in screen_text(app), 5, "a new holder")

@@ -73,6 +73,20 @@ def test_tally_counts_by_diff_and_estimates_time_left() -> None:
     assert left is not None and left > 0
 
 
+def test_the_files_total_is_the_sum_of_its_parts_rejected_included() -> None:
+    tally = RunTally()
+    records = [*sample_records(), record(13, Stage.SKIPPED), record(14, Stage.CANCELLED)]
+    for rec in records:
+        tally.apply(rec)
+    snap = tally.snapshot()
+    assert dict(snap.outcomes) == {"ok": 3, "failed": 2, "rejected": 1, "skipped": 1}
+    assert sum(n for _, n in snap.outcomes) == snap.files_done == 7
+    unfinished = sum(1 for rec in records if not rec.stage.ended)
+    assert snap.files_done + unfinished == snap.files_total == len(records)
+    tally.apply(record(12, Stage.VALIDATED))  # the rejected file fixed and read again
+    assert dict(tally.snapshot().outcomes) == {"ok": 3, "failed": 2, "skipped": 1}
+
+
 def test_formatting() -> None:
     assert hms(3725) == "1:02:05"
     assert countdown(41.2) == "0:42"

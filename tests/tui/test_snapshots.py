@@ -13,7 +13,7 @@ from gembatch.tui.app import MonitorApp
 from textual.pilot import Pilot
 
 from .conftest import wait_until
-from .fake_engine import NOW, FakeEngine, frozen_clock, sample_figures, sample_records
+from .fake_engine import NOW, FakeEngine, frozen_clock, long_records, sample_figures, sample_records
 
 SIZE = (120, 40)
 
@@ -40,6 +40,19 @@ def test_main_screen_at_80x24(snap_compare) -> None:
 def test_main_screen_at_200x50_not_cooling(snap_compare) -> None:
     engine = FakeEngine(figures=sample_figures(cooling=False))
     assert snap_compare(app_on(engine), terminal_size=(200, 50), run_before=settled)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=["80x24", "120x40", "200x50"])
+def test_long_names_use_the_width(snap_compare, size: tuple[int, int]) -> None:
+    """`refinement_batch_142`, job ids of 36 characters, a long last error, uploads waiting for the token budget."""
+    engine = FakeEngine(records_list=long_records(), figures=sample_figures(cooling=size[0] < 200))
+
+    async def settled_long(pilot: Pilot) -> None:
+        app = pilot.app
+        await wait_until(pilot, lambda: app.grid.row_count == 40 and app.countdown.figures is not None, 5, "panes")
+        await pilot.pause()
+
+    assert snap_compare(app_on(engine), terminal_size=size, run_before=settled_long)
 
 
 def test_detail_screen(snap_compare) -> None:
@@ -91,7 +104,9 @@ def watched_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_read_only(snap_compare, watched_checkpoint: Path) -> None:
     engine = FakeEngine(records_list=[], logs=())
     engine.store.path = watched_checkpoint
-    engine.store.refuse = CheckpointLocked(watched_checkpoint, LockHolder(4242, "build-box", NOW - 3600))
+    holder = LockHolder(4242, "build-box", NOW - 3600)
+    engine.store.refuse = CheckpointLocked(watched_checkpoint, holder)
+    engine.store.holder = holder  # still running: the lock names it
     app = app_on(engine)
 
     async def watched(pilot: Pilot) -> None:

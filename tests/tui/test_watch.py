@@ -70,3 +70,45 @@ async def test_a_failed_load_is_reported_once_and_retried(tmp_path: Path) -> Non
     assert await watcher.poll_once() == 2
     warnings = [e for e in seen.events if isinstance(e, LogLine) and "cannot read" in e.message]
     assert len(warnings) == 1
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from gembatch.core.checkpoint import CheckpointStore
+CheckpointStore(Path(sys.argv[1])).acquire_lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+async def test_the_watcher_notices_when_the_engine_holding_the_lock_dies(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.checkpoint.json"
+    records = {rec.batch_id: rec for rec in sample_records()}
+    CheckpointStore(path).create(RunState(run_id="r1", created_at=NOW, model="m", records=records))
+    engine = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert engine.stdout is not None and engine.stdout.readline().strip() == "locked"
+        bus, seen = EventBus(), Collect()
+        bus.subscribe(seen)
+        watcher = CheckpointWatcher(path, bus, holder=CheckpointStore(path).read_holder)
+        await watcher.poll_once()
+        assert watcher.holder is not None and f"pid {engine.pid}" in watcher.holder
+        assert not watcher.holder_stopped
+        engine.send_signal(signal.SIGKILL)  # no clean release: the lock file stays, the flock goes with it
+        engine.wait(10)
+        assert (tmp_path / "run.checkpoint.json.lock").exists()
+        await watcher.poll_once()
+        assert watcher.holder is None and watcher.holder_stopped
+        lines = [e.message for e in seen.events if isinstance(e, LogLine)]
+        assert any("has stopped" in line and f"pid {engine.pid}" in line for line in lines)
+        await watcher.poll_once()
+        assert sum("has stopped" in e.message for e in seen.events if isinstance(e, LogLine)) == 1  # said once
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait(10)

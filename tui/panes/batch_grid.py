@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..grid_model import COLUMNS, ERROR_MIN, EXPIRY_STAGES, Column, GridModel, cell_text
+from ..formatting import shorten_middle
+from ..grid_model import EXPIRY_STAGES, GUTTER, Column, GridModel, Naturals, cell_text, layout_columns
 
 STAGE_TONE: dict[Stage, str] = {
     Stage.NEW: "muted",
@@ -36,9 +37,6 @@ STAGE_TONE: dict[Stage, str] = {
     Stage.REJECTED: "failed",
     Stage.SKIPPED: "muted",
 }
-GUTTER = 2  # the cursor marker and a space: the selected row is visible without colour
-JOB_NARROW, JOB_WIDE = 12, 38  # job id column: cut on small terminals, whole (36 characters) on wide ones
-ERROR_ROOMY = 50  # the error column keeps at least this much when the job column widens
 
 
 class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
@@ -113,7 +111,8 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         self.cursor = 0
         self._selected: str | None = None
         self._lines: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
-        self._widths: tuple[int, ...] = ()
+        self._layout: tuple[tuple[Column, int], ...] = ()
+        self._laid_out_for: tuple[int, Naturals] | None = None
         self._minute = int(clock() // 60)
 
     # ---- what callers use ------------------------------------------------------------------------
@@ -133,6 +132,9 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         in_place = self.model.upsert(records)
         if in_place is None:
             self._after_rebuild()
+            return
+        if self._update_virtual_size():  # a longer name, job id or error: the columns moved
+            self.refresh()
             return
         self._refresh_rows(self.model.row_of[batch_id] for batch_id in in_place)
 
@@ -195,33 +197,26 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         self._scroll_cursor_into_view()
         self.refresh()
 
-    def _column_widths(self, width: int) -> tuple[int, ...]:
-        fixed = sum(c.width + 1 for c in COLUMNS if c.width) + GUTTER
-        name = self.model.name_width
-        error = max(ERROR_MIN, width - fixed - (name + 1) - 1)
-        job_extra = 0
-        if error >= JOB_WIDE - JOB_NARROW + ERROR_ROOMY:  # room to spare: show whole job ids
-            job_extra = JOB_WIDE - JOB_NARROW
-            error -= job_extra
-        widths = []
-        for column in COLUMNS:
-            if column.key == "name":
-                widths.append(name)
-            elif column.key == "error":
-                widths.append(error)
-            elif column.key == "job":
-                widths.append(column.width + job_extra)
-            else:
-                widths.append(column.width)
-        return tuple(widths)
+    @property
+    def columns(self) -> tuple[tuple[Column, int], ...]:
+        """The columns shown and their widths, as last laid out for the widget's width."""
+        return self._layout
 
-    def _update_virtual_size(self) -> None:
-        widths = self._column_widths(self.scrollable_content_region.width)
-        if widths != self._widths:
-            self._widths = widths
-            self._lines.clear()
-        total = GUTTER + sum(widths) + len(widths) - 1
+    def _update_virtual_size(self) -> bool:
+        """Lay the columns out for the current width and content; True when they changed."""
+        width = self.scrollable_content_region.width
+        key = (width, self.model.naturals)
+        changed = key != self._laid_out_for
+        if changed:
+            self._laid_out_for = key
+            layout = layout_columns(width, self.model.naturals)
+            changed = layout != self._layout
+            if changed:
+                self._layout = layout
+                self._lines.clear()
+        total = GUTTER + sum(w for _, w in self._layout) + len(self._layout) - 1
         self.virtual_size = Size(total, len(self.model.view) + 1)
+        return changed
 
     def on_resize(self, event: events.Resize) -> None:
         self._update_virtual_size()
@@ -237,7 +232,7 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         base = self.rich_style
-        if not self._widths:
+        if not self._layout:
             self._update_virtual_size()
         if y == 0:
             strip = self._header_strip(base)
@@ -250,18 +245,20 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
 
     def _cell(self, text: str, column: Column, width: int) -> str:
         if cell_len(text) > width:
+            if column.key == "name":  # names of one run differ at their end: keep it
+                return set_cell_size(shorten_middle(text, width), width)
             return set_cell_size(text, max(0, width - 1)) + "…" if width else ""
         pad = " " * (width - cell_len(text))
         return pad + text if column.align == "right" else text + pad
 
     def _header_strip(self, base: Style) -> Strip:
-        key = ("header", self._widths, self.model.sort_key, self.model.descending)
+        key = ("header", self._layout, self.model.sort_key, self.model.descending)
         cached = self._lines.get(key)
         if cached is not None:
             return cached
         style = base + self.get_component_rich_style("batch-grid--header", partial=True)
         parts = [" " * GUTTER]
-        for column, width in zip(COLUMNS, self._widths, strict=True):
+        for column, width in self._layout:
             title = column.title
             if column.key == self.model.sort_key:
                 title += " ↓" if self.model.descending else " ↑"
@@ -275,7 +272,7 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         is_cursor = row == self.cursor
         rec = self.model.records[batch_id]
         minute = self._minute if _shows_expiry(rec) else None
-        key = (batch_id, self.model.version[batch_id], is_cursor, self._widths, minute)
+        key = (batch_id, self.model.version[batch_id], is_cursor, self._layout, minute)
         cached = self._lines.get(key)
         if cached is not None:
             return cached
@@ -289,7 +286,7 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
             tone = row_style + self.get_component_rich_style(f"batch-grid--{STAGE_TONE[rec.stage]}", partial=True)
             error_style = row_style + self.get_component_rich_style("batch-grid--error", partial=True)
         segments = [Segment("▸ " if is_cursor else "  ", row_style)]
-        for index, (column, width) in enumerate(zip(COLUMNS, self._widths, strict=True)):
+        for index, (column, width) in enumerate(self._layout):
             if index:
                 segments.append(Segment(" ", row_style))
             text = self._cell(cell_text(column.key, rec, now), column, width)

@@ -11,12 +11,17 @@ from rich.text import Text
 from textual.geometry import Region
 from textual.widget import Widget
 
-from ..formatting import clock_time, count, countdown
+from ..formatting import clock_time, compact_count, count, countdown
 
 
 def of(value: int, limit: int | None) -> str:
     """`value / limit`, with `—` for no limit."""
     return f"{count(value)} / {count(limit) if limit else '—'}"
+
+
+def short_of(value: int, limit: int | None) -> str:
+    """`value/limit` in short counts (`33k/500k`), for the compact layout."""
+    return f"{compact_count(value)}/{compact_count(limit) if limit else '—'}"
 
 
 class CountdownPane(Widget):
@@ -86,12 +91,49 @@ class CountdownPane(Widget):
             self.paused = paused
             self._redraw()
 
+    def on_resize(self) -> None:
+        self._shown = None  # the compact form may have come or gone: draw in full
+        self._redraw()
+
+    @property
+    def compact(self) -> bool:
+        """True when the pane's height is set by the layout and is too small for one figure a line."""
+        return not self.styles.height.is_auto and 0 < self.content_region.height < len(self._full_rows())
+
     def tick(self, now: float) -> None:
         """At 1 Hz: the countdown moves only while cooling down."""
         if self.until is not None:
             self._redraw()
 
     def _rows(self) -> list[tuple[str, str | Text]]:
+        return self._compact_rows() if self.compact else self._full_rows()
+
+    def _state(self) -> tuple[str, str | Text]:
+        """The first line: may creates go, and if not, why."""
+        if self.until is not None:
+            text = f"COOLING DOWN {countdown(self.until - self.clock())}"
+            return "Creates", Text(text, style=self.get_component_rich_style("countdown-pane--cooling"))
+        if self.read_only:
+            return "Creates", "read-only: none from here"
+        if self.paused:
+            return "Creates", "paused (p resumes)"
+        return "Creates", Text("✓ may go", style=self.get_component_rich_style("countdown-pane--clear"))
+
+    def _compact_rows(self) -> list[tuple[str, str | Text]]:
+        """Four lines: the state, the quota while cooling down, then the figures in short counts."""
+        rows = [self._state()]
+        if self.until is not None:
+            rows.append(("Quota", str(self.quota or Quota.UNKNOWN)))
+        figures = self.figures
+        if figures is not None:
+            rows += [("Jobs", f"{short_of(figures.jobs_in_flight, figures.max_jobs)} · "
+                              f"429s {count(figures.rate_limited_total)}"),
+                     ("Tokens", short_of(figures.tokens_enqueued, figures.token_budget))]
+            if self.until is None:
+                rows.append(("Per min", short_of(figures.creates_last_minute, figures.creates_per_minute)))
+        return rows
+
+    def _full_rows(self) -> list[tuple[str, str | Text]]:
         now = self.clock()
         rows: list[tuple[str, str | Text]] = []
         if self.until is not None:

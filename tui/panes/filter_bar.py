@@ -1,18 +1,12 @@
-"""The `/` filter: a one-line input over the grid; Enter keeps the filter, Escape clears it."""
+"""The `/` filter: a one-line input over the grid; Enter keeps the filter, Escape clears it (the app's keys)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.widgets import Input
 
 
 class FilterBar(Input):
     """Filters the grid as you type (name, stage, job or error, any case)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter", id="filter-clear")]
 
     DEFAULT_CSS = """
     FilterBar {
@@ -26,24 +20,26 @@ class FilterBar(Input):
     }
     """
 
-    class Cleared(Message):
-        """Escape: the filter was emptied and the bar closed."""
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(placeholder="filter: name, stage, job or error   (Enter keeps, Esc clears)", id=id)
         self.cursor_blink = False
 
+    @property
+    def shown(self) -> bool:
+        """True while the bar is on screen."""
+        return self.has_class("-shown")
+
     def open(self) -> None:
-        """Show and focus the bar."""
+        """Show the bar and focus it now, not after a refresh: the keys already typed must reach it."""
         self.add_class("-shown")
-        self.focus()
+        self.screen.set_focus(self)
 
     def close_if_empty(self) -> None:
         """Hide the bar when it holds no filter."""
         if not self.value.strip():
             self.remove_class("-shown")
 
-    def action_clear(self) -> None:
+    def dismiss(self) -> None:
+        """Empty the filter and hide the bar."""
         self.value = ""
         self.remove_class("-shown")
-        self.post_message(self.Cleared())

@@ -11,7 +11,7 @@ from textual.widget import Widget
 from ..formatting import count, countdown, hms
 from ..progress import Snapshot
 
-BAR_MIN, BAR_MAX = 8, 40
+BAR_MIN, BAR_MAX = 4, 40
 
 
 def bar(done: int, total: int, width: int) -> str:
@@ -52,7 +52,7 @@ class SummaryBar(Widget):
         self.state_tone = "running"
         self.paused = False
         self.cooling_left: float | None = None
-        self.read_only_holder: str | None = None
+        self.read_only_note: str | None = None  # read-only when set: who holds the run, or that it has stopped
         self.run_label = ""
         self.elapsed = 0.0
         self.snapshot = Snapshot(0, 0, 0, 0, 0, None)
@@ -89,7 +89,7 @@ class SummaryBar(Widget):
         top = Text(no_wrap=True, overflow="ellipsis")
         top.append("gembatch", self.get_component_rich_style("summary-bar--title"))
         top.append(" ")
-        if self.read_only_holder is not None:
+        if self.read_only_note is not None:
             top.append_text(self._badge("READ-ONLY", "read-only"))
             top.append(" ")
         top.append_text(self._badge(self.state, self.state_tone))
@@ -107,8 +107,8 @@ class SummaryBar(Widget):
         right.append(f"~{hms(left)}" if left is not None else "—")
         if self.run_label:
             right.append(f"  {self.run_label}", label)
-        if self.read_only_holder:
-            top.append(f" held by {self.read_only_holder}", label)
+        if self.read_only_note:
+            top.append(f" {self.read_only_note}", label)
         gap = width - top.cell_len - right.cell_len
         if gap >= 2:
             top.append(" " * gap)
@@ -123,11 +123,13 @@ class SummaryBar(Widget):
         snap = self.snapshot
         label = self.get_component_rich_style("summary-bar--label")
         bar_style = self.get_component_rich_style("summary-bar--bar")
-        files = f" {count(snap.files_done)}/{count(snap.files_total)}"
-        if snap.files_failed:
-            files += f" ({count(snap.files_failed)} failed)"
+        parts = ", ".join(f"{count(n)} {name}" for name, n in snap.outcomes)
+        ratio = f" {count(snap.files_done)}/{count(snap.files_total)}"
         requests = f" {count(snap.requests_done)}/{count(snap.requests_total)}"
-        fixed = len("files ") + len(files) + len("   requests ") + len(requests)
+        for files in (f"{ratio} ended ({parts})", f"{ratio} ({parts})", ratio):  # the longest that fits
+            fixed = len("files ") + len(files) + len("   requests ") + len(requests)
+            if fixed + 2 * BAR_MIN <= width:
+                break
         bar_width = max(BAR_MIN, min(BAR_MAX, (width - fixed) // 2))
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append("files ", label)
