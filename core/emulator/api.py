@@ -33,6 +33,7 @@ class Api:
             "batches.cancel": batches.batches_cancel,
             "batches.delete": batches.batches_delete,
             "models.get": models.models_get,
+            "models.list": models.models_list,
         }
 
     def handle(self, call: Call) -> Reply:

@@ -1,4 +1,4 @@
-"""models.get: a Model resource for the known models (settings.models), 404 NOT_FOUND for any other."""
+"""models.get and models.list: Model resources for the known models (settings.models), 404 NOT_FOUND for others."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from .batches import check_model
 from .calls import Call, Methods, Reply
+from .settings import KNOWN_MODELS
 
 METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 
@@ -39,3 +40,9 @@ class ModelMethods(Methods):
         call.resource = f"models/{model_id}"
         check_model(self.settings(), model_id, call.params["ver"], "generateContent")
         return Reply(json=model_json(model_id))
+
+    def models_list(self, call: Call) -> Reply:
+        """Every known model in one page (an empty settings.models, which accepts any id, lists the usual ones);
+        the engine suggests the closest of these names for a mistyped model."""
+        known = sorted(m.removeprefix("models/") for m in (self.settings().models or KNOWN_MODELS))
+        return Reply(json={"models": [model_json(model_id) for model_id in known]})

@@ -212,3 +212,10 @@ def test_lone_surrogate_key_never_makes_a_500() -> None:
         inline = client.batches.create(model=MODEL, src=[{"contents": [{"parts": [{"text": "x\ud800"}]}]}])
         assert wait_done(client, inline.name).state.name == "JOB_STATE_SUCCEEDED"
         assert all(e.status == 200 for e in emu.journal()), [(e.kind, e.status) for e in emu.journal()]
+
+
+def test_models_list_names_the_known_models(emu: Emulator, client) -> None:
+    emu.settings.models = {"gemini-2.5-flash", "gemini-2.5-pro"}
+    names = sorted(m.name for m in client.models.list(config={"page_size": 100}))
+    assert names == ["models/gemini-2.5-flash", "models/gemini-2.5-pro"]
+    assert all("batchGenerateContent" in (m.supported_actions or []) for m in client.models.list())

@@ -33,7 +33,8 @@ def _live(emulator) -> dict[str, dict]:
 @pytest.fixture
 def finished_run(tmp_path: Path, emulator) -> tuple[Path, str, set[str]]:
     write_batch_files(tmp_path / "in", files=3, requests=4)
-    settings = engine_settings(tmp_path, emulator.base_url)
+    # A run that kept its uploads (the engine deletes them after saving results unless told not to).
+    settings = engine_settings(tmp_path, emulator.base_url, delete_uploads_after_download=False)
     code, engine, _ = asyncio.run(run_engine(settings))
     assert code == EXIT_OK
     ours = {rec.upload_name for rec in engine.records.values()} | {rec.result_name for rec in engine.records.values()}
