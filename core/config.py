@@ -86,6 +86,7 @@ class Settings:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     config_path: Path | None = None  # the file the settings came from, if any
+    progress_interval: float = 60.0  # seconds between two headless progress lines
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -139,6 +140,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "tokens_per_byte": _positive("tokens_per_byte"),
     "cost_limit_usd": _not_negative("cost_limit_usd", float, zero_is_none=True),
     "output_tokens_per_request": _not_negative("output_tokens_per_request", int),
+    "progress_interval": _positive("progress_interval"),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {

@@ -3,10 +3,10 @@
 Events come up as messages (see `messages.py`); commands go down as engine method calls. The app keeps no
 state the engine does not have: the grid, lists and figures are what the events said.
 
-Exit codes: the run's own code when it ends by itself (0 every file done, 3 some ended otherwise); after `q`
-mid-run 0, or 3 if some batch has already ended failed, cancelled, expired or rejected; 128+N after signal N
-(SIGHUP 129, SIGTERM 143), like the headless runner; 2 when the checkpoint cannot be used; 1 when the engine
-failed. Read-only: 0.
+Exit codes (`core/exit_codes.py`): the run's own code once every batch has ended (0 every file done, 3 some
+ended otherwise), whichever way the app is left; with work left, 75 after `q` and 128+N after signal N or
+Ctrl-C (SIGHUP 129, SIGINT 130, SIGTERM 143), like the headless runner; 2 when the checkpoint cannot be used;
+1 when the engine failed. Read-only: 0.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from gembatch.core.config import Settings
-from gembatch.core.events import Level, LogLine
-from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from gembatch.core.events import Event, Level, LogLine
+from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, leaving_code
 from gembatch.core.exit_codes import EXIT_INTERNAL as EXIT_ENGINE_ERROR
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.watch import CheckpointWatcher
@@ -80,7 +80,7 @@ class MonitorApp(App[int]):
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
-        Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
+        Binding("ctrl+c", "interrupt", "Quit", id="quit-ctrl-c", show=False, priority=True),
     ]
 
     def __init__(
@@ -114,6 +114,7 @@ class MonitorApp(App[int]):
         self._lock_held = False
         self._stopping = False
         self._quit_requested = False
+        self._interrupted = False  # Ctrl-C (a key in the UI): leaves as SIGINT would
         self._bridge: EngineBridge | None = None
         self._watcher: CheckpointWatcher | None = None
         self._engine_worker: Worker[int] | None = None
@@ -257,16 +258,24 @@ class MonitorApp(App[int]):
             self.exit(self.exit_code(), return_code=self.exit_code())
 
     def exit_code(self) -> int:
-        """The process exit code, as the module docstring decides."""
-        if self.stop_signal is not None:
-            return 128 + self.stop_signal
+        """The process exit code, as the module docstring decides: never 0 while work is left."""
         if self.read_only is not None:
-            return EXIT_OK
-        if self.engine_error is not None:
+            return EXIT_OK if self.stop_signal is None else EXIT_SIGNAL_BASE + self.stop_signal
+        if self.engine_error is not None and self.stop_signal is None:
             return self._error_code(self.engine_error)
-        if self._stopping or self.engine_code is None:
-            return EXIT_INCOMPLETE if self.tally.files_failed else EXIT_OK
-        return self.engine_code
+        tally = self.tally
+        work_left = tally.files_total == 0 or tally.files_done < tally.files_total
+        run_code = self.engine_code
+        if run_code is None and not work_left:  # forced stop after the last batch ended
+            run_code = EXIT_INCOMPLETE if tally.files_failed else EXIT_OK
+        return leaving_code(run_code, work_left, self.leaving_signal)
+
+    @property
+    def leaving_signal(self) -> int | None:
+        """The signal the app is left by (Ctrl-C counts as SIGINT), or None."""
+        if self.stop_signal is not None:
+            return self.stop_signal
+        return signal.SIGINT if self._interrupted else None
 
     @property
     def engine_running(self) -> bool:
@@ -374,7 +383,10 @@ class MonitorApp(App[int]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         counts = ", ".join(f"{stage} {n}" for stage, n in sorted(message.summary.items()))
-        self._log(Level.INFO, f"run returned exit code {message.exit_code}: {counts}")
+        if self._stopping or self.stop_signal is not None:
+            self._log(Level.INFO, f"stopped, checkpoint saved; exit code {self.exit_code()}: {counts}")
+        else:
+            self._log(Level.INFO, f"run returned exit code {message.exit_code}: {counts}")
 
     def note_retry(self, text: str) -> None:
         """The gateway's retry notices (it calls this on the app's loop)."""
@@ -506,6 +518,11 @@ class MonitorApp(App[int]):
         keys = collect_keys(self.screen.active_bindings, self.get_key_display)
         self.push_screen(HelpScreen(keys))
 
+    async def action_interrupt(self) -> None:
+        """Ctrl-C: as q, but the exit code with work left is SIGINT's 130, as for a headless run."""
+        self._interrupted = True
+        await self.action_quit()
+
     async def action_quit(self) -> None:
         """q: stop the engine cleanly (checkpoint saved), then exit; a second q forces the stop."""
         if self._stopping and self.engine_running and self._engine_worker is not None:
@@ -535,20 +552,48 @@ class MonitorApp(App[int]):
             self.push_screen(DetailScreen(rec, self.clock))
 
 
-def run_app(settings: Settings, api_key: str) -> int:
-    """The UI entry: build the engine, run the app (engine inside), return the process exit code."""
-    from gembatch.core.headless import build_engine
+def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> int:
+    """The UI entry: build the engine, run the app (engine inside), return the process exit code.
+
+    The run's log file gets the lines a headless run prints (progress lines included); on leaving, the last
+    log line names the exit code and a summary goes to stdout. A read-only app writes neither.
+    """
+    import sys
+
+    from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving
+    from gembatch.core.progress_report import ProgressReport
+    from gembatch.core.progress_report import utc_stamp as _utc
 
     holder: list[MonitorApp] = []
+    file_log = HeadlessLog(None, open_run_log(settings, api_key))
 
     def on_retry(text: str) -> None:
         if holder:
             holder[0].note_retry(text)
+            if holder[0].read_only is None:
+                file_log(LogLine(time.time(), Level.WARNING, f"retry: {text}"))
 
     engine = build_engine(settings, api_key, on_retry=on_retry)
     app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True)
     holder.append(app)
+    report = ProgressReport(engine, settings.progress_interval)
+
+    def to_file(event: Event) -> None:
+        if app.read_only is None:  # the run's holder keeps its log; a watcher does not write it
+            if not holder[1:]:
+                holder.append(app)  # marks the start line as written
+                file_log.write(f"{_utc(time.time())} INFO    gembatch-tui started (pid {os.getpid()}, UI)\n")
+            file_log(event)
+            report(event)
+
+    engine.bus.subscribe(to_file)
     result = app.run(mouse=not settings.no_mouse)
     if result is None:
-        return app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
-    return int(result)
+        code = app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
+    else:
+        code = int(result)
+    report.stop()
+    if app.read_only is None and (engine.records or app.engine_error is not None):
+        report_leaving(engine, settings, code, log=file_log, signum=app.leaving_signal,
+                       ran=app.engine_error is None, argv=argv, summary=sys.stdout)
+    return code
