@@ -227,7 +227,7 @@ def report_leaving(
     if run_log is not None:
         run_log.close()
     if ran and summary is not None:
-        log_path = run_log.path if run_log is not None and run_log.error is None else None
+        log_path = run_log.path.absolute() if run_log is not None and run_log.error is None else None
         text = leaving_summary(engine.records.values(), settings, code, now=now, argv=argv, log_path=log_path)
         with contextlib.suppress(OSError, ValueError):
             summary.write(text)

@@ -155,7 +155,7 @@ class ProgressReport:
         if isinstance(event, BatchChanged):
             self._track(event.record, event.at)
         elif isinstance(event, RunFinished):
-            self._close_wait(event.at)
+            self._close_wait(event.at, " (the run stopped)")
             self.stop()
 
     def _track(self, rec: BatchRecord, at: float) -> None:
@@ -180,11 +180,11 @@ class ProgressReport:
             self._wait = (kind, reason, at)
             self._log(at, f"waiting for {kind} ({reason}) {self._until(kind, rec, at)}")
 
-    def _close_wait(self, at: float) -> None:
+    def _close_wait(self, at: float, why: str = "") -> None:
         if self._wait is not None:
             kind, _, since = self._wait
             self._wait = None
-            self._log(at, f"wait for {kind} over after {span(at - since)}")
+            self._log(at, f"wait for {kind} over after {span(at - since)}{why}")
 
     def _until(self, kind: str, rec: BatchRecord | None, now: float) -> str:
         if kind == "the creates-per-minute limit" and rec is not None:
@@ -245,9 +245,10 @@ class ProgressReport:
             head = next((r for r in self.engine.records.values() if r.stage is Stage.UPLOADED), None)
             return (f"admission: waiting for {kind} ({reason}) since {utc_stamp(since)}, "
                     f"{self._until(kind, head, now)}")
-        budget = "learning" if figures.token_budget is None else format_tokens(figures.token_budget)
-        held = (f"{figures.jobs_in_flight}/{figures.max_jobs or '-'} jobs, "
-                f"{format_tokens(figures.tokens_enqueued)}/{budget} tokens")
+        budget = ("budget not known yet" if figures.token_budget is None
+                  else f"of {format_tokens(figures.token_budget)}")
+        held = (f"{figures.jobs_in_flight} of {figures.max_jobs or 'no cap'} jobs, "
+                f"{format_tokens(figures.tokens_enqueued)} tokens {budget}")
         if counts.uploaded:
             return f"admission: open ({held})"
         return f"admission: nothing waiting ({held})"
