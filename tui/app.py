@@ -25,7 +25,7 @@ from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGNAL_BASE,
 from gembatch.core.exit_codes import EXIT_INTERNAL as EXIT_ENGINE_ERROR
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.watch import CheckpointWatcher
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
@@ -80,7 +80,7 @@ class MonitorApp(App[int]):
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
-        Binding("ctrl+c", "interrupt", "Quit", id="quit-ctrl-c", show=False, priority=True),
+        Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
     ]
 
     def __init__(
@@ -428,6 +428,11 @@ class MonitorApp(App[int]):
 
     # ---- keys ------------------------------------------------------------------------------------
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and event.key == "ctrl+c" and not event.is_forwarded:
+            self._interrupted = True  # its binding quits as q does; the exit code with work left is SIGINT's
+        await super().on_event(event)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ACTING:
             if self.read_only is not None or self._stopping or not self.engine_running:
@@ -517,11 +522,6 @@ class MonitorApp(App[int]):
     def action_help(self) -> None:
         keys = collect_keys(self.screen.active_bindings, self.get_key_display)
         self.push_screen(HelpScreen(keys))
-
-    async def action_interrupt(self) -> None:
-        """Ctrl-C: as q, but the exit code with work left is SIGINT's 130, as for a headless run."""
-        self._interrupted = True
-        await self.action_quit()
 
     async def action_quit(self) -> None:
         """q: stop the engine cleanly (checkpoint saved), then exit; a second q forces the stop."""
