@@ -229,9 +229,13 @@ def report_leaving(
     if ran and summary is not None:
         log_path = run_log.path.absolute() if run_log is not None and run_log.error is None else None
         text = leaving_summary(engine.records.values(), settings, code, now=now, argv=argv, log_path=log_path)
-        with contextlib.suppress(OSError, ValueError):
+        try:
             summary.write(text)
             summary.flush()
+        except (OSError, ValueError):  # stdout is gone (a hang-up, a closed pipe): nothing more to tell
+            if summary is sys.stdout:
+                with contextlib.suppress(OSError):
+                    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the flush at exit)
 
 
 async def _run_engine(settings: Settings, engine: Engine, log: HeadlessLog) -> tuple[int, bool]:
