@@ -136,6 +136,27 @@ def open_run_log(settings: Settings, api_key: str) -> RunLogFile:
     return RunLogFile(log_file_path(settings.checkpoint_path()), secrets=(api_key,))
 
 
+def subscribe_run_log(engine: Engine, log: HeadlessLog, mode: str,
+                      active: Callable[[], bool] = lambda: True) -> ProgressReport:
+    """Feed the engine's events to `log`, with a progress report every `progress_interval`, while `active()`
+    (a read-only UI watches a run whose holder keeps the log); the log file's first line names this process."""
+    report = ProgressReport(engine, engine.settings.progress_interval)
+    started: list[bool] = []
+
+    def deliver(event: Event) -> None:
+        if not active():
+            return
+        if not started:
+            started.append(True)
+            if log.log_file is not None:
+                log.log_file.write(f"{_stamp(time.time())} INFO    gembatch-tui started (pid {os.getpid()}, {mode})")
+        log(event)
+        report(event)
+
+    engine.bus.subscribe(deliver)
+    return report
+
+
 async def run_engine_headless(
     settings: Settings,
     api_key: str,
@@ -188,12 +209,10 @@ async def _run_locked(
         log.write(f"gembatch-tui: {exc}\n")
         await engine.gateway.aclose()
         return EXIT_USAGE
-    run_log = log.log_file = open_run_log(settings, api_key)
-    run_log.write(f"{_stamp(time.time())} INFO    gembatch-tui started (pid {os.getpid()}, headless)")
+    log.log_file = open_run_log(settings, api_key)
     if received:
         engine.request_stop()
-    engine.bus.subscribe(log)
-    engine.bus.subscribe(ProgressReport(engine, settings.progress_interval))
+    subscribe_run_log(engine, log, "headless")
     try:
         code, ran = await _run_engine(settings, engine, log)
     finally:

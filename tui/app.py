@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from gembatch.core.config import Settings
-from gembatch.core.events import Event, Level, LogLine
+from gembatch.core.events import Level, LogLine
 from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, leaving_code
 from gembatch.core.exit_codes import EXIT_INTERNAL as EXIT_ENGINE_ERROR
 from gembatch.core.model import BatchRecord, Stage
@@ -560,12 +560,10 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
     """
     import sys
 
-    from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving
-    from gembatch.core.progress_report import ProgressReport
-    from gembatch.core.progress_report import utc_stamp as _utc
+    from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving, subscribe_run_log
 
     holder: list[MonitorApp] = []
-    file_log = HeadlessLog(None, open_run_log(settings, api_key))
+    file_log = HeadlessLog(None, open_run_log(settings, api_key))  # the file only: the screen has its panes
 
     def on_retry(text: str) -> None:
         if holder:
@@ -576,17 +574,7 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
     engine = build_engine(settings, api_key, on_retry=on_retry)
     app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True)
     holder.append(app)
-    report = ProgressReport(engine, settings.progress_interval)
-
-    def to_file(event: Event) -> None:
-        if app.read_only is None:  # the run's holder keeps its log; a watcher does not write it
-            if not holder[1:]:
-                holder.append(app)  # marks the start line as written
-                file_log.write(f"{_utc(time.time())} INFO    gembatch-tui started (pid {os.getpid()}, UI)\n")
-            file_log(event)
-            report(event)
-
-    engine.bus.subscribe(to_file)
+    report = subscribe_run_log(engine, file_log, "UI", active=lambda: app.read_only is None)
     result = app.run(mouse=not settings.no_mouse)
     if result is None:
         code = app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
