@@ -32,9 +32,12 @@ exit codes:
   4    the estimated cost is over cost_limit_usd / --cost-limit-usd (nothing was submitted)
   1    internal error (a bug): the message and traceback are printed without the API key; run the same
        command again to resume from the checkpoint
-  129  hung up (SIGHUP: the terminal or SSH session went away), after the checkpoint was saved
-  130  interrupted by SIGINT (Ctrl-C), after the checkpoint was saved
-  143  terminated by SIGTERM, after the checkpoint was saved
+  75   left with `q` in the UI while work was left; the checkpoint is saved and the same command resumes
+  129  hung up (SIGHUP: the terminal or SSH session went away) with work left, after the checkpoint was saved
+  130  interrupted by SIGINT or Ctrl-C with work left, after the checkpoint was saved
+  143  terminated by SIGTERM with work left, after the checkpoint was saved
+  A stop that comes after every batch has ended exits 0 or 3 as above. The last log line (on stderr
+  and in the log file beside the checkpoint) names the same code.
 
 subcommands (each has its own --help):
   split, merge, retry-failures, cost, cleanup, status: e.g. `gembatch-tui status --help`"""
@@ -55,6 +58,7 @@ _OVERRIDES: dict[str, str] = {
     "cost_limit_usd": "cost_limit_usd",
     "trace": "trace",
     "allow_duplicate_inputs": "allow_duplicate_inputs",
+    "progress_interval": "progress_interval",
 }
 
 
@@ -190,6 +194,13 @@ def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run against a local emulator with made-up input files; no key or network "
         "needed (--input, --output and --checkpoint become optional)",
+    )
+    group.add_argument(
+        "--progress-interval",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between two progress lines in the log (batches and requests done, what admission "
+        "waits for, ETA) (default: 60)",
     )
     group.add_argument("--no-mouse", action="store_true", help="do not capture the mouse in the UI")
     group.add_argument(

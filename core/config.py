@@ -94,6 +94,7 @@ class Settings:
     allow_duplicate_inputs: bool = False  # two input files with the same content are both submitted (else refused)
     input_moved: bool = False  # flag only: the checkpoint's input folder moved; accept the new one
     resubmit_changed: bool = False  # flag only: an input changed after its upload or job is submitted anew
+    progress_interval: float = 60.0  # seconds between two headless progress lines
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -149,6 +150,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "output_tokens_per_request": _not_negative("output_tokens_per_request", int),
     "trace": _Key("trace", Path),
     "allow_duplicate_inputs": _Key("allow_duplicate_inputs", bool),
+    "progress_interval": _positive("progress_interval"),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {

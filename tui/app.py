@@ -3,10 +3,10 @@
 Events come up as messages (see `messages.py`); commands go down as engine method calls. The app keeps no
 state the engine does not have: the grid, lists and figures are what the events said.
 
-Exit codes: the run's own code when it ends by itself (0 every file done, 3 some ended otherwise); after `q`
-mid-run 0, or 3 if some batch has already ended failed, cancelled, expired or rejected; 128+N after signal N
-(SIGHUP 129, SIGTERM 143), like the headless runner; 2 when the checkpoint cannot be used; 1 when the engine
-failed. Read-only: 0.
+Exit codes (`core/exit_codes.py`): the run's own code once every batch has ended (0 every file done, 3 some
+ended otherwise), whichever way the app is left; with work left, 75 after `q` and 128+N after signal N or
+Ctrl-C (SIGHUP 129, SIGINT 130, SIGTERM 143), like the headless runner; 2 when the checkpoint cannot be used;
+1 when the engine failed. Read-only: 0.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import ClassVar
 
 from gembatch.core.config import Settings
 from gembatch.core.events import Level, LogLine
-from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE, leaving_code
 from gembatch.core.exit_codes import EXIT_INTERNAL as EXIT_ENGINE_ERROR
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.watch import CheckpointWatcher
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
@@ -117,6 +117,7 @@ class MonitorApp(App[int]):
         self._lock_held = False
         self._stopping = False
         self._quit_requested = False
+        self._interrupted = False  # Ctrl-C (a key in the UI): leaves as SIGINT would
         self._bridge: EngineBridge | None = None
         self._watcher: CheckpointWatcher | None = None
         self._engine_worker: Worker[int] | None = None
@@ -262,16 +263,24 @@ class MonitorApp(App[int]):
             self.exit(self.exit_code(), return_code=self.exit_code())
 
     def exit_code(self) -> int:
-        """The process exit code, as the module docstring decides."""
-        if self.stop_signal is not None:
-            return 128 + self.stop_signal
+        """The process exit code, as the module docstring decides: never 0 while work is left."""
         if self.read_only is not None:
-            return EXIT_OK
-        if self.engine_error is not None:
+            return EXIT_OK if self.stop_signal is None else EXIT_SIGNAL_BASE + self.stop_signal
+        if self.engine_error is not None and self.stop_signal is None:
             return self._error_code(self.engine_error)
-        if self._stopping or self.engine_code is None:
-            return EXIT_INCOMPLETE if self.tally.files_failed else EXIT_OK
-        return self.engine_code
+        tally = self.tally
+        work_left = tally.files_total == 0 or tally.files_done < tally.files_total
+        run_code = self.engine_code
+        if run_code is None and not work_left:  # forced stop after the last batch ended
+            run_code = EXIT_INCOMPLETE if tally.files_failed else EXIT_OK
+        return leaving_code(run_code, work_left, self.leaving_signal)
+
+    @property
+    def leaving_signal(self) -> int | None:
+        """The signal the app is left by (Ctrl-C counts as SIGINT), or None."""
+        if self.stop_signal is not None:
+            return self.stop_signal
+        return signal.SIGINT if self._interrupted else None
 
     @property
     def engine_running(self) -> bool:
@@ -379,7 +388,10 @@ class MonitorApp(App[int]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         counts = ", ".join(f"{stage} {n}" for stage, n in sorted(message.summary.items()))
-        self._log(Level.INFO, f"run returned exit code {message.exit_code}: {counts}")
+        if self._stopping or self.stop_signal is not None:
+            self._log(Level.INFO, f"stopped, checkpoint saved; exit code {self.exit_code()}: {counts}")
+        else:
+            self._log(Level.INFO, f"run returned exit code {message.exit_code}: {counts}")
 
     def note_retry(self, text: str) -> None:
         """The gateway's retry notices (it calls this on the app's loop)."""
@@ -434,6 +446,11 @@ class MonitorApp(App[int]):
             self.summary.show(read_only_note=self._read_only_note())
 
     # ---- keys ------------------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and event.key == "ctrl+c" and not event.is_forwarded:
+            self._interrupted = True  # its binding quits as q does; the exit code with work left is SIGINT's
+        await super().on_event(event)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ACTING:
@@ -570,20 +587,36 @@ class MonitorApp(App[int]):
             self.push_screen(DetailScreen(rec, self.clock))
 
 
-def run_app(settings: Settings, api_key: str) -> int:
-    """The UI entry: build the engine, run the app (engine inside), return the process exit code."""
-    from gembatch.core.headless import build_engine
+def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> int:
+    """The UI entry: build the engine, run the app (engine inside), return the process exit code.
+
+    The run's log file gets the lines a headless run prints (progress lines included); on leaving, the last
+    log line names the exit code and a summary goes to stdout. A read-only app writes neither.
+    """
+    import sys
+
+    from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving, subscribe_run_log
 
     holder: list[MonitorApp] = []
+    file_log = HeadlessLog(None, open_run_log(settings, api_key))  # the file only: the screen has its panes
 
     def on_retry(text: str) -> None:
         if holder:
             holder[0].note_retry(text)
+            if holder[0].read_only is None:
+                file_log(LogLine(time.time(), Level.WARNING, f"retry: {text}"))
 
     engine = build_engine(settings, api_key, on_retry=on_retry)
     app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True)
     holder.append(app)
+    report = subscribe_run_log(engine, file_log, "UI", active=lambda: app.read_only is None)
     result = app.run(mouse=not settings.no_mouse)
     if result is None:
-        return app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
-    return int(result)
+        code = app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
+    else:
+        code = int(result)
+    report.stop()
+    if app.read_only is None and (engine.records or app.engine_error is not None):
+        report_leaving(engine, settings, code, log=file_log, signum=app.leaving_signal,
+                       ran=app.engine_error is None, argv=argv, summary=sys.stdout)
+    return code

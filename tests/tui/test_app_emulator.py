@@ -145,7 +145,7 @@ async def test_cancel_and_retry_act_on_the_selected_batch(tmp_path: Path, emulat
         await wait_until(pilot, lambda: stage_of(app, "part_002") is Stage.DOWNLOADED, 20, "the retried job")
         await pilot.press("q")
         await wait_for_exit(pilot, 30)
-    assert app.return_code == 0  # stopped by the user, nothing failed
+    assert app.return_code == 75  # left with q while part_001 and part_003 still run: "resume later"
     assert_one_job_per_attempt(emulator)
 
 
@@ -159,7 +159,7 @@ async def test_q_leaves_a_checkpoint_that_a_new_run_resumes(tmp_path: Path, emul
         await pilot.press("q")
         assert "STOPP" in screen_text(app)  # STOPPING, or STOPPED once the checkpoint is saved
         await wait_for_exit(pilot)
-    assert app.return_code == 0
+    assert app.return_code == 75  # work left: never 0
     store = CheckpointStore(settings.checkpoint_path())
     saved = store.load()
     assert saved is not None and saved.records["part_001"].stage is Stage.DOWNLOADED

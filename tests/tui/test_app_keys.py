@@ -123,14 +123,19 @@ async def test_the_api_key_never_reaches_the_screen() -> None:
         assert "key=[redacted]" in text
 
 
-@pytest.mark.parametrize(("failed", "expected"), [(False, 0), (True, 3)])
-async def test_q_mid_run_exits_0_unless_something_failed(failed: bool, expected: int) -> None:
-    stages = [Stage.DOWNLOADED, Stage.RUNNING] + ([Stage.FAILED] if failed else [])
-    engine = FakeEngine(records_list=[record(i, s) for i, s in enumerate(stages, 1)])
+@pytest.mark.parametrize(("stages", "key", "run_code", "expected"), [
+    ([Stage.DOWNLOADED, Stage.RUNNING], "q", 3, 75),  # work left: "stopped, resume later", never 0
+    ([Stage.DOWNLOADED, Stage.RUNNING, Stage.FAILED], "q", 3, 75),
+    ([Stage.DOWNLOADED, Stage.UPLOADED], "ctrl+c", 3, 130),  # Ctrl-C is SIGINT's code, as headless
+    ([Stage.DOWNLOADED, Stage.DOWNLOADED], "q", 0, 0),  # every batch ended: the run's own code
+    ([Stage.DOWNLOADED, Stage.FAILED], "ctrl+c", 3, 3),
+])
+async def test_leaving_mid_run_is_never_0_while_work_is_left(stages, key: str, run_code: int, expected: int) -> None:
+    engine = FakeEngine(records_list=[record(i, s) for i, s in enumerate(stages, 1)], exit_code=run_code)
     app = make(engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await pilot.press("q")
+        await pilot.press(key)
         await wait_for_exit(pilot)
     assert engine.stopping
     assert app.return_code == expected
