@@ -91,6 +91,7 @@ async def test_countdown_appears_after_a_429_and_ends(tmp_path: Path, emulator) 
     one_job = sum(-(-len(line) // 4) for line in paths[0].read_bytes().splitlines() if line.strip())
     emulator.settings.enqueued_token_limit = int(one_job * 2.5)
     emulator.settings.running_seconds = 3.0  # a job ending ends a token cool-down early: keep it on screen a while
+    emulator.settings.quota_error_details = "full"  # a 429 that names its quota, so the pane can name it too
     settings = engine_settings(tmp_path, emulator.base_url)
     settings.admission.cool_down_seconds = 2.0
     settings.admission.cool_down_max_seconds = 4.0
