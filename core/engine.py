@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import hashlib
 import itertools
 import logging
 import os
@@ -1295,7 +1294,7 @@ class Engine:
         batch_id = rec.batch_id
 
         async def keep() -> None:
-            temporary = target.with_name(_part_name(target.name))
+            temporary = target.with_name(f".{target.name}.part")
             try:
                 await self.gateway.download(result_file, temporary)
                 await asyncio.to_thread(move_into_place, temporary, target)
@@ -1341,7 +1340,7 @@ class Engine:
     async def _download_one(self, rec: BatchRecord) -> None:
         assert self.settings.output_dir is not None
         final = self.settings.output_dir / result_file_name(rec.batch_id)
-        temporary = final.with_name(_part_name(final.name))
+        temporary = final.with_name(f".{final.name}.part")
         try:
             if not rec.result_name and not rec.results_inline:
                 job = await self.gateway.get_job(rec.job_name or "")
@@ -1445,15 +1444,6 @@ class Engine:
             except CheckpointWriteError as exc:  # the changes stay in memory; creates wait for a commit that works
                 self._log(Level.ERROR, f"{exc}; trying again in {_DISK_PAUSE:.0f}s")
                 await self._sleep(_DISK_PAUSE)
-
-
-def _part_name(name: str) -> str:
-    """The temporary name a result is written under before it is checked; a name too long for the folder
-    gets a short one of its own instead of failing every download."""
-    part = f".{name}.part"
-    if len(os.fsencode(part)) <= 255:
-        return part
-    return f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}.part"
 
 
 def _take_scan(rec: BatchRecord, scanned: ScannedFile) -> None:

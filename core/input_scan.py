@@ -80,6 +80,10 @@ def _utf8(name: str) -> bool:
     return True
 
 
+LONGEST_RESULT_SUFFIX = ".results.partial-a10.jsonl"  # the longest name the engine writes beside NAME's results
+MAX_STEM_BYTES = 255 - len(LONGEST_RESULT_SUFFIX)
+
+
 def survey_input_folder(input_dir: Path) -> InputSurvey:
     """Sort the entries directly in `input_dir` by the input folder rules (see the README, "The input folder").
 
@@ -99,6 +103,10 @@ def survey_input_folder(input_dir: Path) -> InputSurvey:
             elif not _utf8(entry.name):
                 survey.bad_names.append(Rejection(input_dir / safe_name(entry.name), None,
                                                   "the file name is not valid UTF-8; rename the file"))
+            elif len(os.fsencode(entry.name)) - len(INPUT_SUFFIX) > MAX_STEM_BYTES:
+                survey.bad_names.append(Rejection(input_dir / entry.name, None, (
+                    f"the file name is too long: its results file (NAME{LONGEST_RESULT_SUFFIX}) would not fit in "
+                    f"a folder's 255-byte names; shorten the name before {INPUT_SUFFIX} to {MAX_STEM_BYTES} bytes")))
             else:
                 names.append(entry.name)
     survey.taken = [input_dir / name for name in sorted(names, key=natural_key)]

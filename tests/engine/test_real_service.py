@@ -423,3 +423,19 @@ async def test_trace_writes_every_call_without_contents_or_the_key(tmp_path: Pat
     creates = [line for line in lines if line["path"].endswith(":batchGenerateContent")]
     assert creates and all(line["request_body"]["batch"]["displayName"] for line in creates)
     assert any("<removed:" in json.dumps(line["response_body"]) for line in lines)
+
+
+async def test_an_input_name_too_long_for_its_results_is_rejected_up_front(tmp_path: Path, emulator) -> None:
+    folder = tmp_path / "in"
+    write_batch_files(folder, files=2, requests=5)
+    first = sorted(folder.glob("*.jsonl"))[0]
+    long_name = "q" * 242 + ".jsonl"  # 248 bytes: fits the folder, its results name would not
+    first.rename(folder / long_name)
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    code, _, recorder = await run_engine(settings, timeout=30)
+
+    assert code == EXIT_INCOMPLETE
+    assert len(calls(emulator, "upload.start")) == 1  # only the other file
+    assert any("too long" in line and "229 bytes" in line for line in recorder.lines())
+    assert not calls(emulator, "files.download", 404)
