@@ -293,6 +293,11 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
         _check_writable(_origin(settings, args, "output"), "output folder", settings.output_dir)
         _check_writable(_origin(settings, args, "checkpoint"), "checkpoint's folder",
                         Path(os.path.realpath(settings.checkpoint_path())).parent)
+        if settings.trace is not None:
+            if settings.trace.is_dir():
+                raise ConfigError(f"{_origin(settings, args, 'trace')}: is a folder, not a file: {settings.trace}")
+            _check_writable(_origin(settings, args, "trace"), "trace file's folder",
+                            Path(os.path.realpath(settings.trace)).parent)
 
 
 def _check_writable(origin: str, what: str, folder: Path) -> None:
