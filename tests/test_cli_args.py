@@ -251,7 +251,7 @@ def test_trace_flag_sets_the_file_and_a_folder_is_refused(tmp_path: Path) -> Non
 def test_a_base_url_with_the_api_version_or_a_bad_port_is_refused_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     base = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
-    with pytest.raises(ConfigError, match="use 'http://127.0.0.1:8765' instead"):
+    with pytest.raises(ConfigError, match=r"use 'http://127\.0\.0\.1:8765' instead"):
         resolve_settings([*base, "--base-url", "http://127.0.0.1:8765/v1beta"])
     with pytest.raises(ConfigError, match="port"):
         resolve_settings([*base, "--base-url", "http://127.0.0.1:99999"])
