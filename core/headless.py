@@ -214,7 +214,7 @@ async def _run_locked(
     holder.append(engine)
     try:
         engine.store.acquire_lock()
-    except CheckpointLocked as exc:
+    except (CheckpointLocked, CheckpointError) as exc:  # taken by another engine, or no lock file can be made
         log.write(f"gembatch-tui: {exc}\n")
         await engine.gateway.aclose()
         return EXIT_USAGE
