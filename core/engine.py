@@ -1210,22 +1210,25 @@ class Engine:
     async def _poll(self, active: dict[str, BatchRecord]) -> None:
         """One cycle: batches.list pages until every active job was seen, then a get for the rest.
 
-        The list's order is not documented (newest first today), so the walk reads at most the pages that the
-        active jobs could fill plus two; jobs not seen by then are asked for one by one. A cycle costs at most
-        `ceil(active / page) + 2` list calls and `active` gets, whatever the order and however many other jobs
-        the account holds."""
+        The list's order is not documented (newest first today), so correctness never depends on it and its cost
+        is bounded: the walk reads the pages our jobs could fill plus two, and after that only while each page
+        still holds one of our jobs (a page is one call, as one get is); jobs not seen by then are asked for one
+        by one. A cycle costs at most that many pages plus one get per active job, whatever the order and however
+        many other jobs the account holds."""
         unseen = dict(active)
         token: str | None = None
         pages = 0
         budget = -(-len(active) // LIST_PAGE_SIZE) + 2
-        while unseen and pages < budget:
+        while unseen:
             jobs, token = await self.gateway.list_jobs_page(token)
             pages += 1
+            found = 0
             for job in jobs:
                 rec = unseen.pop(job.name, None)
                 if rec is not None:
+                    found += 1
                     self._apply_job(rec, job)
-            if token is None:
+            if token is None or (pages >= budget and found == 0):
                 break
         for name, rec in unseen.items():  # not in the list (deleted, or beyond it): ask for it alone
             job = await self.gateway.get_job(name)
