@@ -437,16 +437,13 @@ class Engine:
             if not jobless:
                 continue
             was = rec.stage
-            if rec.upload_name is None:
-                rec.display_name = rec.intent_at = None
-                rec.stage = Stage.VALIDATED
-                note = f"the checkpoint says {was} but names no job and no upload; uploading and creating it"
-            else:
-                rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
-                rec.intent_at = self.clock()
-                rec.stage = Stage.CREATING
-                note = (f"the checkpoint says {was} but names no job; looking for job {rec.display_name} in the "
-                        "batch list, created if it is not there")
+            # Look for its job by display name first in every case: a job made from an upload since deleted (our
+            # uploads go once results are saved) is still on the server under that name.
+            rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
+            rec.intent_at = self.clock()
+            rec.stage = Stage.CREATING
+            note = (f"the checkpoint says {was} but names no job; looking for job {rec.display_name} in the "
+                    "batch list, created if it is not there")
             rec.note(self.clock(), note)
             self.store.append(rec)
             self._log(Level.WARNING, f"{rec.batch_id}: {note}", rec.batch_id)
@@ -1178,6 +1175,10 @@ class Engine:
             since = rec.intent_at or self.clock()
             if self.clock() - since >= grace:
                 self.admission.job_ended(rec.batch_id)
+                if rec.upload_name is None:  # its upload is gone (or never was): upload, then create
+                    self._set(rec, Stage.VALIDATED, f"no job named {display_name} after {grace:.0f}s; uploading and "
+                              "creating it", Level.WARNING)
+                    continue
                 self._set(rec, Stage.UPLOADED, f"no job named {display_name} after {grace:.0f}s; creating again",
                           Level.WARNING)
         if any(rec.stage is Stage.CREATING for rec in creating):

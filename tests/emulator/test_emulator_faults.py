@@ -109,7 +109,7 @@ def test_configured_api_key_must_match() -> None:
 
 
 def test_unknown_route_is_404(emu: Emulator) -> None:
-    response = httpx2.get(f"{emu.base_url}/v1beta/models", headers={"x-goog-api-key": KEY})
+    response = httpx2.get(f"{emu.base_url}/v1beta/tunedModels", headers={"x-goog-api-key": KEY})
     assert response.status_code == 404 and response.json()["error"]["status"] == "NOT_FOUND"
 
 

@@ -293,5 +293,6 @@ async def test_a_hand_edited_creating_record_without_upload_or_intent_is_uploade
 
     assert code == EXIT_OK
     assert len(emulator.jobs()) == 1
-    assert any("names no job and no upload" in line for line in recorder.lines())
+    assert any("names no job" in line for line in recorder.lines())
+    assert any("uploading and creating it" in line for line in recorder.lines())
     FIGURES["hand-edited records repaired"] += 2

@@ -46,3 +46,18 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def upload_active(client: Any, file: Any, config: dict[str, Any], timeout: float = 10.0) -> Any:
+    """Upload through the SDK and wait until the file is ACTIVE, as a careful hand-written script does (the
+    service keeps new uploads PROCESSING for a while and refuses a create that names one)."""
+    import time
+
+    uploaded = client.files.upload(file=file, config=config)
+    deadline = time.monotonic() + timeout
+    while uploaded.state is not None and uploaded.state.name == "PROCESSING":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{uploaded.name} still PROCESSING after {timeout}s")
+        time.sleep(0.05)
+        uploaded = client.files.get(name=uploaded.name)
+    return uploaded

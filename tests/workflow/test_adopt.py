@@ -16,14 +16,14 @@ from google.genai import types
 
 from ..conftest import FAKE_KEY, write_batch_files
 from ..engine.helpers import assert_results_match_inputs, engine_settings, run_engine
-from .helpers import run_cli
+from .helpers import run_cli, upload_active
 
 
 def other_script(emulator, paths: list[Path], uploads: int, jobs: int) -> tuple[list[types.File], list[types.BatchJob]]:
     """What a hand-written script leaves behind: some files uploaded, jobs created for the first few."""
     client = genai.Client(api_key=FAKE_KEY,
                           http_options=types.HttpOptions(base_url=emulator.base_url, api_version="v1beta"))
-    uploaded = [client.files.upload(file=str(p), config={"mime_type": "application/jsonl", "display_name": p.stem})
+    uploaded = [upload_active(client, str(p), {"mime_type": "application/jsonl", "display_name": p.stem})
                 for p in paths[:uploads]]
     created = [client.batches.create(model="gemini-2.5-flash", src=f.name,
                                      config={"display_name": f"my script run - {p.stem}"})
@@ -55,7 +55,9 @@ def test_a_half_done_run_is_adopted_and_finished_with_no_duplicate(tmp_path: Pat
     jobs_per_file = Counter(job["sha256"] for job in emulator.jobs())
     assert len(jobs_per_file) == 6 and set(jobs_per_file.values()) == {1}
     assert engine.records["part_001"].job_name == created[0].name
-    assert engine.records["part_003"].upload_name == uploaded[2].name
+    made_from = {job["input_file"] for job in emulator.jobs()}
+    assert uploaded[2].name in made_from and uploaded[3].name in made_from  # the adopted uploads were used
+    assert engine.records["part_003"].upload_name is None  # and deleted once their results were saved
     assert_results_match_inputs(settings.input_dir, settings.output_dir)
 
 
@@ -189,15 +191,15 @@ def test_jobs_whose_source_file_is_gone_are_matched_by_display_name_or_report_li
                                                                                    capsys) -> None:
     paths = write_batch_files(tmp_path / "in", files=3, requests=2)
     client = sdk(emulator)
-    uploads = [client.files.upload(file=str(p), config={"mime_type": "application/jsonl"}) for p in paths[:2]]
+    uploads = [upload_active(client, str(p), {"mime_type": "application/jsonl"}) for p in paths[:2]]
     by_name = client.batches.create(model="gemini-2.5-flash", src=uploads[0].name,
                                     config={"display_name": "nightly part_001"})
     by_line = client.batches.create(model="gemini-2.5-flash", src=uploads[1].name,
                                     config={"display_name": "second one"})
     for upload in uploads:
         emulator.expire_file(upload.name or "")
-    stranger = client.files.upload(file=io.BytesIO(b'{"key": "x", "request": {}}\n'),
-                                   config={"mime_type": "application/jsonl"})
+    stranger = upload_active(client, io.BytesIO(b'{"key": "x", "request": {}}\n'),
+                             {"mime_type": "application/jsonl"})
     foreign = client.batches.create(model="gemini-2.5-flash", src=stranger.name,
                                     config={"display_name": "part_003 of another project"})
     report = tmp_path / "report.md"

@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors, types
 
 from ..conftest import FAKE_KEY, write_batch_files
-from .helpers import run_cli
+from .helpers import run_cli, upload_active
 
 FILES, REQUESTS = 40, 10  # the seed: 154 files of 100 requests
 UPLOADED = 30  # the hand run uploaded this many files, in order
@@ -34,7 +34,7 @@ def sdk_client(base_url: str) -> genai.Client:
 def hand_run(emulator, client: genai.Client, paths: list[Path]) -> tuple[list[tuple[str, str]], int]:
     """A script without gembatch-tui: upload, then create until the first 429; returns the (file, job) pairs
     whose answer came back, and how many creates took effect."""
-    uploads = [client.files.upload(file=str(p), config={"mime_type": "application/jsonl", "display_name": p.stem})
+    uploads = [upload_active(client, str(p), {"mime_type": "application/jsonl", "display_name": p.stem})
                for p in paths[:UPLOADED]]
     answered: list[tuple[str, str]] = []
     made = 0
@@ -78,13 +78,21 @@ def all_operations(client: genai.Client) -> list[dict]:
             return operations
 
 
-def audit_jobs_per_input(client: genai.Client, paths: list[Path]) -> Counter[str]:
-    """Through the SDK: every job on the account, tied to its input file by its source file's content."""
+def audit_jobs_per_input(client: genai.Client, paths: list[Path], emulator) -> Counter[str]:
+    """Through the SDK: every job on the account, tied to its input file by its source file's content. The engine
+    deletes an input upload once its results are saved (the service then answers 403 for it): such a file's
+    content hash comes from the emulator's own account of the files it ever held."""
     by_sha = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in paths}
+    deleted = {f["name"]: f["sha256"] for f in emulator.files() if f["deleted"]}
     per_file: Counter[str] = Counter()
     for operation in all_operations(client):
         source = operation["metadata"]["inputConfig"]["fileName"]
-        per_file[by_sha[sha256_hex(client.files.get(name=source).sha256_hash)]] += 1
+        try:
+            sha = sha256_hex(client.files.get(name=source).sha256_hash)
+        except errors.ClientError as exc:
+            assert exc.code == 403 and source in deleted, f"{source}: {exc}"
+            sha = deleted[source]
+        per_file[by_sha[sha]] += 1
     return per_file
 
 
@@ -120,7 +128,7 @@ def test_the_readme_recipe_finishes_the_seed_run_with_one_job_per_file(tmp_path:
     run_code = gembatch_main([*argv[1:], "--headless"])
 
     assert run_code == EXIT_OK
-    per_file = audit_jobs_per_input(client, paths)
+    per_file = audit_jobs_per_input(client, paths, emulator)
     assert per_file == Counter({p.name: 1 for p in paths})
     for path in paths:
         want = [json.loads(line)["key"] for line in path.read_text().splitlines()]
