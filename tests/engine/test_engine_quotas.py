@@ -128,6 +128,7 @@ async def test_creates_per_minute_wait_out_the_retry_delay(tmp_path: Path, emula
     """The real window is a minute, so this takes one: it runs in the slow pass (`-m slow`)."""
     write_batch_files(tmp_path / "in", files=5, requests=3)
     emulator.settings.creates_per_minute = 3
+    emulator.settings.quota_error_details = "full"  # a 429 with QuotaFailure and RetryInfo: the named path
     settings = engine_settings(tmp_path, emulator.base_url)
 
     code, engine, recorder = await run_engine(settings, timeout=150)
