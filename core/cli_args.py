@@ -59,6 +59,7 @@ _OVERRIDES: dict[str, str] = {
     "trace": "trace",
     "allow_duplicate_inputs": "allow_duplicate_inputs",
     "progress_interval": "progress_interval",
+    "request_check": "request_check",
 }
 
 
@@ -151,6 +152,12 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="submit input files whose content is identical (default: refused, exit 2, naming both; "
         "config: allow_duplicate_inputs = true)",
+    )
+    group.add_argument(
+        "--request-check",
+        choices=("error", "warn", "off"),
+        help="request lines the API would refuse (checked against its schema, as `gembatch-tui lint` does): "
+        "error rejects the file (default), warn logs and submits it, off skips the check",
     )
 
 
