@@ -44,6 +44,7 @@ class RequestBody(_common.BaseModel):
     labels: dict[str, str] | None = None
     service_tier: types.ServiceTier | None = None
     store: bool | None = None
+    continuation_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,13 @@ def _models_in(annotation: Any) -> tuple[str, type[pydantic.BaseModel] | None]:
 # --- the check -----------------------------------------------------------------------------------------------
 
 
-def check_request(request: dict[str, Any], where: str = "request") -> CheckedRequest:
-    """The problems of one request body (the `request` object of a batch line), and its fixed form if any."""
+def check_request(request: dict[str, Any], where: str = "request", quick: bool = True) -> CheckedRequest:
+    """The problems of one request body (the `request` object of a batch line), and its fixed form if any.
+
+    `quick=False` skips the fast path (`is_plainly_valid`) and always validates with the SDK's models.
+    """
     result = CheckedRequest()
-    if is_plainly_valid(request):
+    if quick and is_plainly_valid(request):
         return result
     fixed = _Rewrite(result.problems, request).body(where)
     if "contents" not in fixed:  # the rewrite gave every known field its API name
@@ -242,14 +246,25 @@ def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem
         for error in exc.errors(include_url=False):
             if error["type"] == "extra_forbidden":
                 continue  # reported by the rewrite, with a suggestion
-            path = ".".join([where, *(str(part) for part in error["loc"] if not _is_union_tag(part))])
+            path = where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                                   for part in error["loc"] if not _is_union_tag(part))
             problems.append(RequestProblem(path, f"{error['msg']} (got {_json_type(error['input'])})",
-                                           "give the type the API reference names for this field"))
+                                           f"give {_expected(error['type'])}"))
     else:
         contents = body.get("contents")
         if isinstance(contents, list) and not contents:
             problems.append(RequestProblem(f"{where}.contents", "empty: the request has nothing to send",
                                            'give at least one {"role": "user", "parts": [{"text": "..."}]}'))
+
+
+_EXPECTED = {"int": "a whole number", "float": "a number", "string": "a string", "bool": "true or false",
+             "list": "a JSON array", "dict": "a JSON object", "model": "a JSON object", "bytes": "base64 text",
+             "enum": "one of the values named"}
+
+
+def _expected(error_type: str) -> str:
+    """What a pydantic error type asks for, in JSON words."""
+    return _EXPECTED.get(error_type.split("_")[0], "the type the API reference names for this field")
 
 
 def _is_union_tag(part: object) -> bool:
@@ -278,6 +293,7 @@ class _Rewrite:
         self.problems = problems
         self.request = request
         self.lifted: dict[str, Any] = {}  # top-of-request fields found inside generationConfig
+        self.reported: set[str] = set()  # paths whose problem is noted already
 
     def note(self, where: str, message: str, fix: str, severity: Severity = "error", fixable: bool = False) -> None:
         self.problems.append(RequestProblem(where, message, fix, severity, fixable))
@@ -314,11 +330,11 @@ class _Rewrite:
         request = self.request
         places: dict[str, tuple[str, str]] = {}
         for key in config:
-            top, gen = _lookup(_BODY, key), _lookup(_GEN, key)
-            if top is not None and top.alias not in ("contents", "generationConfig", "model"):
-                places[key] = ("top", top.alias)
-            elif gen is not None:
-                places[key] = ("gen", gen.alias)
+            top_item, gen_item = _lookup(_BODY, key), _lookup(_GEN, key)
+            if top_item is not None and top_item.alias not in ("contents", "generationConfig", "model"):
+                places[key] = ("top", top_item.alias)
+            elif gen_item is not None:
+                places[key] = ("gen", gen_item.alias)
         homeless = [key for key in config if key not in places]
         clash = [alias for place, alias in places.values()
                  if place == "top" and any(_lookup(_BODY, k) is _lookup(_BODY, alias) for k in request)]
@@ -328,6 +344,7 @@ class _Rewrite:
             self.note(where, "`config` is the SDK's parameter, not a field of the API request",
                       f"spread it: generation settings into \"generationConfig\", systemInstruction, tools, "
                       f"toolConfig, safetySettings and cachedContent at the top of the request ({why})")
+            self.reported.add(where)
             return False
         self.note(where, "`config` is the SDK's parameter, not a field of the API request",
                   "spread it: generation settings into \"generationConfig\", the others at the top of the request",
@@ -345,7 +362,8 @@ class _Rewrite:
             if item is None:
                 if model is _GEN and self._lift(key, value, path):
                     continue
-                self._unknown(model, key, path)
+                if path not in self.reported:
+                    self._unknown(model, key, path)
                 out[key] = value
                 continue
             name = item.alias
@@ -390,7 +408,7 @@ class _Rewrite:
         if model is None:
             return value
         if kind == "list":
-            if model in (types.Content, types.Part) and isinstance(value, str | dict):
+            if isinstance(value, dict) or (model in (types.Content, types.Part) and isinstance(value, str)):
                 shape = "a string" if isinstance(value, str) else "one object"
                 self.note(where, f"`{item.alias}` must be a list of {model.__name__} objects, got {shape}",
                           f"make it a list: {_example(model, value)}", fixable=True)
