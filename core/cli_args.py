@@ -40,7 +40,7 @@ exit codes:
   and in the log file beside the checkpoint) names the same code.
 
 subcommands (each has its own --help):
-  split, merge, retry-failures, cost, cleanup, status: e.g. `gembatch-tui status --help`"""
+  lint, split, merge, retry-failures, cost, cleanup, status, adopt: e.g. `gembatch-tui status --help`"""
 
 # Flag destination -> dotted settings key; each is checked exactly as the same key in the config file.
 _OVERRIDES: dict[str, str] = {

@@ -386,6 +386,11 @@ interactive price), assuming a number of output tokens per request (output_token
 config, default 1000, or --output-tokens-per-request; thinking tokens count as output). With --limit-usd
 it exits with code 4 when the estimate is over the limit, so a script can stop before it pays.
 
+With --count-tokens N, the service's own count (countTokens, free of charge, needs an API key) of N
+requests per input file, spread over the file and scaled to it, and how far the bytes estimate is from
+it, with the tokens_per_byte that would match (set it in the config: the admission's enqueued-token
+budget uses the same estimate).
+
 After a run (--output DIR, may be repeated, e.g. with a retry run's output folder): the token counts the
 result lines report (usageMetadata) and their cost at batch prices, per model.
 
@@ -405,6 +410,7 @@ EPILOG = f"""\
 example:
   gembatch-tui cost --input batches --model gemini-2.5-flash --limit-usd 50
   gembatch-tui cost --output results --output results/retry/results
+  gembatch-tui cost --input batches --count-tokens 20
 
 exit codes:
   0  done (and the estimate is within --limit-usd, when given)
