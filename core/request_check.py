@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 import types as pytypes
 import typing
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -239,9 +241,24 @@ def _plan_of(annotation: Any) -> tuple[str, Any]:
     return "slow", None
 
 
+_NOT_AN_ENUM_VALUE = re.compile(r"^(?P<value>.*) is not a valid (?P<enum>\w+)$")
+
+
 def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem]) -> None:
     try:
-        _BODY.model_validate(body)
+        # The SDK's enums accept an unknown value with a warning (forward compatibility); the API refuses it.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _BODY.model_validate(body)
+        for warning in caught:
+            match = _NOT_AN_ENUM_VALUE.match(str(warning.message))
+            kind = getattr(types, match["enum"], None) if match else None
+            if match and isinstance(kind, type) and issubclass(kind, enum.Enum):
+                names = [member.value for member in kind if not member.value.endswith("_UNSPECIFIED")]
+                shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                problems.append(RequestProblem(_path_of(body, match["value"], where) or where,
+                                               f"`{match['value']}` is not a {match['enum']} the API knows",
+                                               f"use one of {shown}"))
     except pydantic.ValidationError as exc:
         for error in exc.errors(include_url=False):
             if error["type"] == "extra_forbidden":
@@ -255,6 +272,18 @@ def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem
         if isinstance(contents, list) and not contents:
             problems.append(RequestProblem(f"{where}.contents", "empty: the request has nothing to send",
                                            'give at least one {"role": "user", "parts": [{"text": "..."}]}'))
+
+
+def _path_of(value: Any, wanted: str, where: str) -> str | None:
+    """The path of the first string `wanted` inside `value`."""
+    if value == wanted:
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _path_of(item, wanted, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}")
+        if found:
+            return found
+    return None
 
 
 _EXPECTED = {"int": "a whole number", "float": "a number", "string": "a string", "bool": "true or false",

@@ -71,6 +71,7 @@ EXPECTED: dict[str, list[tuple[int, str, str, bool, str]]] = {
         (1, "request.generationConfig.temperature", "error", False, "valid number"),
         (2, "request.contents[0].parts[0].text", "error", False, "valid string"),
         (3, "request.safetySettings", "error", True, "must be a list of SafetySetting objects, got one object"),
+        (4, "request.safetySettings[0].threshold", "error", False, "`BLOCK_NOTHING` is not a HarmBlockThreshold"),
     ],
     "duplicate_fields": [
         (1, "request.generation_config", "error", False, "the same field given twice"),
