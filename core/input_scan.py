@@ -288,7 +288,7 @@ class _Scan:
 
     def _check_request(self, request: dict[str, object], line_no: int) -> None:
         check, strict = self.request_check  # type: ignore[misc]
-        errors = check(request).errors
+        errors = check(request, errors_only=True).errors
         if not errors:
             return
         shown = "; ".join(str(error) for error in errors[:3])
@@ -304,7 +304,7 @@ class _Scan:
             self.request_warnings.append(f"{self.path}:{line_no}: {shown}{more}")
 
 
-def _request_checker(mode: str) -> tuple[Callable[[dict[str, object]], CheckedRequest], bool] | None:
+def _request_checker(mode: str) -> tuple[Callable[..., CheckedRequest], bool] | None:
     """The request check of a scan and whether its errors reject the file; None when it is off."""
     if mode == "off":
         return None

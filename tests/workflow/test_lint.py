@@ -147,7 +147,22 @@ def test_the_quick_path_never_passes_what_the_sdk_types_refuse() -> None:
                 assert check_request(request, quick=False).problems == [], line
             else:
                 assert check_request(request).problems == check_request(request, quick=False).problems
+            if is_plainly_valid(request, sdk_names=True):  # the run's check, which wants errors only
+                assert check_request(request, quick=False).errors == [], line
+            else:
+                assert check_request(request, errors_only=True).errors == check_request(request, quick=False).errors
     assert passed >= 8  # the valid corpus and the fixed lines take the fast path
+
+
+def test_snake_case_lines_take_the_quick_path_when_only_errors_count() -> None:
+    snake = {"contents": [{"parts": [{"text": "x"}]}], "generation_config": {"max_output_tokens": 10},
+             "system_instruction": {"parts": [{"text": "be brief"}]}}
+    assert not is_plainly_valid(snake) and is_plainly_valid(snake, sdk_names=True)
+    assert check_request(snake, errors_only=True).problems == []
+    assert [p.severity for p in check_request(snake).problems] == ["warning"] * 3
+    both = {**snake, "generationConfig": {"temperature": 1}}
+    assert not is_plainly_valid(both, sdk_names=True)
+    assert [p.where for p in check_request(both, errors_only=True).errors] == ["request.generation_config"]
 
 
 def test_the_request_body_holds_every_field_the_sdk_sends() -> None:
