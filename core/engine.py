@@ -309,6 +309,9 @@ class Engine:
                 rec.note(self.clock(), f"validated: {scanned.request_count} requests")
                 for warning in scanned.request_warnings:  # request_check = "warn": submitted anyway
                     self._log(Level.WARNING, f"the API may refuse {warning}", batch_id)
+                if scanned.request_warning_count > len(scanned.request_warnings):
+                    self._log(Level.WARNING, f"{batch_id}: {scanned.request_warning_count} request lines in all that "
+                              f"the API may refuse (gembatch-tui lint {path})", batch_id)
                 fresh.append(scanned)
             self.store.append(rec)
             ordered[batch_id] = rec

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gembatch.core.cli_args import resolve_settings
+from gembatch.core.config import ConfigError, load_settings
 from gembatch.core.input_scan import Rejection, ScannedFile, scan_file
 from gembatch.core.model import Stage
 from gembatch.core.request_check import GenerationConfigBody, RequestBody, check_request, is_plainly_valid
@@ -301,6 +303,19 @@ def test_warn_and_off_let_the_file_through(tmp_path: Path) -> None:
     assert quiet.sha256 == warned.sha256
 
 
+def test_the_setting_comes_from_toml_and_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text('request_check = "warn"\n')
+    folders = ["--input", str(tmp_path / "in"), "--output", str(tmp_path)]
+    assert resolve_settings(folders).request_check == "error"  # the default
+    assert resolve_settings(["--config", str(config), *folders]).request_check == "warn"
+    assert resolve_settings(["--config", str(config), *folders, "--request-check", "off"]).request_check == "off"
+    config.write_text('request_check = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml:1: request_check: expected one of 'error', 'warn', 'off'"):
+        load_settings(config)
+
+
 def test_snake_case_alone_does_not_reject_a_file(tmp_path: Path) -> None:
     path = shutil.copyfile(CORPUS / "mistakes" / "snake_case_names.jsonl", tmp_path / "snake.jsonl")
     assert isinstance(scan_file(path), ScannedFile)
@@ -324,12 +339,17 @@ async def test_the_run_rejects_the_file_and_runs_the_others(tmp_path: Path, emul
 
 
 async def test_the_run_submits_it_with_a_warning_when_relaxed(tmp_path: Path, emulator) -> None:
-    _bad_request_file(tmp_path / "in")
+    path = _bad_request_file(tmp_path / "in")
+    with path.open("a", encoding="utf-8") as handle:  # 7 refused lines in all: 5 are shown, then the count
+        for i in range(6):
+            handle.write(json.dumps({"key": f"x{i}", "request": {"contents": f"plain text {i}"}}) + "\n")
     settings = engine_settings(tmp_path, emulator.base_url, request_check="warn")
 
     code, engine, recorder = await run_engine(settings)
 
     assert engine.records["bad_request"].stage is not Stage.REJECTED
-    assert any("the API may refuse" in line and "bad_request.jsonl:2" in line for line in recorder.lines())
+    refused = [line for line in recorder.lines() if "the API may refuse" in line]
+    assert len(refused) == 6 and "bad_request.jsonl:2: request.thinking_config" in refused[0]
+    assert "7 request lines in all that the API may refuse (gembatch-tui lint " in refused[-1]
     assert len([e for e in emulator.journal() if e.kind == "upload.start"]) == 1
     assert code == 0  # the emulator answers every request; the real service would fail line 2 inside the job
