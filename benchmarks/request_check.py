@@ -29,6 +29,11 @@ from gembatch.core.request_check import check_request, is_plainly_valid
 from gembatch.core.workflow.lint import check_file
 
 TARGET_US = 10.0
+NOTES = """\
+Lines that are not plainly valid (a mistake, or a shape the quick path does not know) take the full validation
+with the SDK's pydantic models, the "full" row: those are the lines to fix before a run. The run's check wants
+errors only, so snake_case names take the quick path there; `lint` also reports them as warnings, so a
+snake_case file takes the full path under `lint`."""
 LINE_TEXT = 900  # characters of prompt: lines of about 1 KB
 
 
@@ -145,7 +150,7 @@ def main() -> int:
     print(table)
     if not args.no_doc:
         intro = __doc__.split("\n\n")[1].split("\n\n    python")[0]
-        update_doc("request_check", section_body("request_check", intro, table, summary))
+        update_doc("request_check", section_body("request_check", intro, table, summary, NOTES))
     print(summary)
     return 0
 
