@@ -32,13 +32,14 @@ from tests.inputs import write_batch_files  # noqa: E402
 FAKE_KEY = "FAKEKEY-gembatch-benchmark-0123456789-not-real"
 
 # the order of the sections in docs/benchmarks.md
-SECTIONS = ("quota_efficiency", "scale", "uploads", "polling", "tui_rows")
+SECTIONS = ("quota_efficiency", "scale", "uploads", "polling", "tui_rows", "request_check")
 _TITLES = {
     "quota_efficiency": "Quota efficiency",
     "scale": "Scale: 10,000 batches",
     "uploads": "Uploads: memory and parallelism",
     "polling": "Polling cost",
     "tui_rows": "TUI at 10,000 rows",
+    "request_check": "Request check: cost per request",
 }
 _PLACEHOLDERS = {
     "tui_rows": (

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("quota_efficiency", "scale", "uploads", "polling", "tui_rows")
+ORDER = ("quota_efficiency", "scale", "uploads", "polling", "tui_rows", "request_check")
 
 
 def main() -> int:

@@ -40,7 +40,7 @@ exit codes:
   and in the log file beside the checkpoint) names the same code.
 
 subcommands (each has its own --help):
-  split, merge, retry-failures, cost, cleanup, status: e.g. `gembatch-tui status --help`"""
+  lint, split, merge, retry-failures, cost, cleanup, status, adopt: e.g. `gembatch-tui status --help`"""
 
 # Flag destination -> dotted settings key; each is checked exactly as the same key in the config file.
 _OVERRIDES: dict[str, str] = {
@@ -59,6 +59,7 @@ _OVERRIDES: dict[str, str] = {
     "trace": "trace",
     "allow_duplicate_inputs": "allow_duplicate_inputs",
     "progress_interval": "progress_interval",
+    "request_check": "request_check",
 }
 
 
@@ -151,6 +152,12 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="submit input files whose content is identical (default: refused, exit 2, naming both; "
         "config: allow_duplicate_inputs = true)",
+    )
+    group.add_argument(
+        "--request-check",
+        choices=("error", "warn", "off"),
+        help="request lines the API would refuse (checked against its schema, as `gembatch-tui lint` does): "
+        "error rejects the file (default), warn logs and submits it, off skips the check",
     )
 
 

@@ -95,6 +95,7 @@ class Settings:
     input_moved: bool = False  # flag only: the checkpoint's input folder moved; accept the new one
     resubmit_changed: bool = False  # flag only: an input changed after its upload or job is submitted anew
     progress_interval: float = 60.0  # seconds between two headless progress lines
+    request_check: str = "error"  # request lines the API would refuse: "error" rejects the file, "warn", "off"
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -151,6 +152,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "trace": _Key("trace", Path),
     "allow_duplicate_inputs": _Key("allow_duplicate_inputs", bool),
     "progress_interval": _positive("progress_interval"),
+    "request_check": _Key("request_check", str, choices=("error", "warn", "off")),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {

@@ -294,7 +294,8 @@ class Engine:
             if rec is not None and rec.stage is Stage.VALIDATED and _same_file(rec, stats.get(path)):
                 ordered[batch_id] = rec
                 continue
-            scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte)
+            scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
+                                              self.settings.request_check)
             if rec is None:
                 rec = BatchRecord(batch_id=batch_id, source=str(path))
             if isinstance(scanned, Rejection):
@@ -305,6 +306,11 @@ class Engine:
             else:
                 _take_scan(rec, scanned)
                 rec.note(self.clock(), f"validated: {scanned.request_count} requests")
+                for warning in scanned.request_warnings:  # request_check = "warn": submitted anyway
+                    self._log(Level.WARNING, f"the API may refuse {warning}", batch_id)
+                if scanned.request_warning_count > len(scanned.request_warnings):
+                    self._log(Level.WARNING, f"{batch_id}: {scanned.request_warning_count} request lines in all that "
+                              f"the API may refuse (gembatch-tui lint {path})", batch_id)
                 fresh.append(scanned)
             self.store.append(rec)
             ordered[batch_id] = rec
@@ -374,7 +380,8 @@ class Engine:
                                      "is submitted when you start again with --resubmit-changed after it ended",
                       rec.batch_id)
             return
-        scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte)
+        scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
+                                          self.settings.request_check)
         if isinstance(scanned, Rejection):
             self._log(Level.ERROR, f"{rec.batch_id}: {what}, and the new content is refused: {scanned}; "
                                    "the batch is kept as it was", rec.batch_id)

@@ -670,3 +670,16 @@ class Gateway:
     async def cancel(self, name: str) -> None:
         """Ask the server to cancel a job (best effort on its side)."""
         await self._safe(f"cancel {name}", lambda: self._aio.batches.cancel(name=name))
+
+    async def count_tokens(self, request: dict[str, Any], model: str | None = None) -> int:
+        """The service's token count of one batch request (countTokens with the whole GenerateContentRequest,
+        so a systemInstruction and tools count too); retried like any read."""
+        name = model or self.model
+        name = name if name.startswith("models/") else f"models/{name}"
+        body = {"generateContentRequest": {**request, "model": name}}
+
+        async def call() -> int:
+            response = await self._aio._api_client.async_request("post", f"{name}:countTokens", body)
+            return int(json.loads(response.body or "{}").get("totalTokens", 0))
+
+        return await self._safe(f"count tokens with {name}", call)

@@ -12,7 +12,12 @@ import stat
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .request_check import CheckedRequest
 
 MAX_FILE_BYTES = 2 * 1024**3
 INPUT_SUFFIX = ".jsonl"
@@ -32,6 +37,8 @@ class ScannedFile:
     est_tokens: int
     mtime_ns: int = 0  # taken before the file was read: a change during the scan shows as a later mtime
     key_hashes: array[int] | None = field(default=None, repr=False, compare=False)  # hash(key) per request line
+    request_warnings: tuple[str, ...] = ()  # with request_check = "warn": the lines the API would refuse (first few)
+    request_warning_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,14 +163,17 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def scan_file(path: Path, tokens_per_byte: float = 0.25) -> ScannedFile | Rejection:
-    """Validate one input file in a single streamed pass; the first problem found rejects it."""
+def scan_file(path: Path, tokens_per_byte: float = 0.25, request_check: str = "error") -> ScannedFile | Rejection:
+    """Validate one input file in a single streamed pass; the first problem found rejects it.
+
+    `request_check` ("error", "warn", "off"): what a request the API would refuse does (core.request_check).
+    """
     info = _stat_for_scan(path)
     if isinstance(info, str):
         return Rejection(path, None, info)
     try:
         with path.open("rb", buffering=_READ_BUFFER) as stream:
-            return _Scan(path, tokens_per_byte, info.st_mtime_ns).run(stream)
+            return _Scan(path, tokens_per_byte, info.st_mtime_ns, request_check).run(stream)
     except OSError as exc:
         return Rejection(path, None, f"cannot read: {_os_reason(exc)}")
 
@@ -217,8 +227,12 @@ class LineProblem(Exception):
 class _Scan:
     """State of one pass over a file: the hash, the counts and the keys seen so far."""
 
-    def __init__(self, path: Path, tokens_per_byte: float, mtime_ns: int) -> None:
+    def __init__(self, path: Path, tokens_per_byte: float, mtime_ns: int, request_check: str = "error") -> None:
         self.path = path
+        self.request_check = _request_checker(request_check)
+        self.request_warnings: list[str] = []
+        self.request_warning_count = 0
+        self.refused: Rejection | None = None  # the first request the API would refuse (with request_check = "error")
         self.tokens_per_byte = tokens_per_byte
         self.mtime_ns = mtime_ns
         self.hasher = hashlib.sha256()
@@ -239,6 +253,8 @@ class _Scan:
                 self._check_line(_strip_newline(raw), line_no)
             except LineProblem as problem:
                 return Rejection(self.path, line_no, str(problem))
+        if self.refused is not None:  # a problem of the file's shape above (bad JSON, keys) is named first
+            return self.refused
         if self.requests == 0:
             return Rejection(self.path, None, "empty file: no request lines")
         return ScannedFile(
@@ -250,6 +266,8 @@ class _Scan:
             est_tokens=self.tokens,
             mtime_ns=self.mtime_ns,
             key_hashes=self.key_hashes,
+            request_warnings=tuple(self.request_warnings),
+            request_warning_count=self.request_warning_count,
         )
 
     def _check_line(self, body: bytes, line_no: int) -> None:
@@ -271,8 +289,38 @@ class _Scan:
             raise LineProblem("missing 'request'")
         if not isinstance(request, dict):
             raise LineProblem(f"'request' must be a JSON object, got {json_type(request)}")
+        if self.request_check is not None and self.refused is None:
+            self._check_request(request, line_no)
         self.requests += 1
         self.tokens += math.ceil(len(body) * self.tokens_per_byte)
+
+    def _check_request(self, request: dict[str, object], line_no: int) -> None:
+        check, strict = self.request_check  # type: ignore[misc]
+        errors = check(request, errors_only=True).errors
+        if not errors:
+            return
+        shown = "; ".join(str(error) for error in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        if strict:
+            self.refused = Rejection(self.path, line_no, (
+                f"the API would refuse this request: {shown}{more}. `gembatch-tui lint {self.path} --fix` "
+                "rewrites what has one obvious fix; request_check = \"warn\" (--request-check warn) submits the "
+                "file anyway"))
+            return
+        self.request_warning_count += 1
+        if len(self.request_warnings) < 5:
+            self.request_warnings.append(f"{self.path}:{line_no}: {shown}{more}")
+
+
+def _request_checker(mode: str) -> tuple[Callable[..., CheckedRequest], bool] | None:
+    """The request check of a scan and whether its errors reject the file; None when it is off."""
+    if mode == "off":
+        return None
+    if mode not in ("error", "warn"):
+        raise ValueError(f"request_check: expected 'error', 'warn' or 'off', got {mode!r}")
+    from .request_check import check_request  # imports the SDK's types: only when a scan needs them
+
+    return check_request, mode == "error"
 
 
 _MISSING = object()

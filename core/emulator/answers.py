@@ -40,6 +40,12 @@ def prompt_text(request: Any) -> str:
     return " ".join(texts)
 
 
+def prompt_tokens(request: Any) -> int:
+    """The emulator's token count of a request: a quarter of the characters of its text parts (at least 1),
+    as its answers' usageMetadata.promptTokenCount and countTokens report it."""
+    return max(1, math.ceil(len(prompt_text(request)) / 4))
+
+
 def response_for(request: Any, model_id: str, key: Any, response_id: str) -> dict[str, Any]:
     """A GenerateContentResponse shaped like the real one (candidates, usageMetadata, modelVersion)."""
     prompt = prompt_text(request)
@@ -49,14 +55,14 @@ def response_for(request: Any, model_id: str, key: Any, response_id: str) -> dic
     mime = _pick(config, "responseMimeType", "response_mime_type") if isinstance(config, dict) else None
     if mime == "application/json":
         text = json.dumps({"key": key, "answer": text})
-    prompt_tokens = max(1, math.ceil(len(prompt) / 4))
+    prompt_count = prompt_tokens(request)
     answer_tokens = max(1, math.ceil(len(text) / 4))
     return {
         "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP",
                         "index": 0}],
-        "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": answer_tokens,
-                          "totalTokenCount": prompt_tokens + answer_tokens,
-                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]},
+        "usageMetadata": {"promptTokenCount": prompt_count, "candidatesTokenCount": answer_tokens,
+                          "totalTokenCount": prompt_count + answer_tokens,
+                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_count}]},
         "modelVersion": model_id,
         "responseId": response_id,
     }

@@ -34,6 +34,7 @@ class Api:
             "batches.delete": batches.batches_delete,
             "models.get": models.models_get,
             "models.list": models.models_list,
+            "models.countTokens": models.models_count_tokens,
         }
 
     def handle(self, call: Call) -> Reply:

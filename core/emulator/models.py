@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .answers import prompt_tokens
 from .batches import check_model
-from .calls import Call, Methods, Reply
+from .calls import Call, Methods, Reply, json_body
+from .errors import invalid_argument
 from .settings import KNOWN_MODELS
 
 METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
@@ -46,3 +48,16 @@ class ModelMethods(Methods):
         the engine suggests the closest of these names for a mistyped model."""
         known = sorted(m.removeprefix("models/") for m in (self.settings().models or KNOWN_MODELS))
         return Reply(json={"models": [model_json(model_id) for model_id in known]})
+
+    def models_count_tokens(self, call: Call) -> Reply:
+        """countTokens of `{"contents": [...]}` or `{"generateContentRequest": {...}}`: {"totalTokens": N} with
+        the emulator's own count (a quarter of the text's characters, as its answers' promptTokenCount)."""
+        model_id = call.params["model"]
+        call.resource = f"models/{model_id}"
+        check_model(self.settings(), model_id, call.params["ver"], "countTokens")
+        body = json_body(call)
+        request = body.get("generateContentRequest", body) if isinstance(body, dict) else None
+        if not isinstance(request, dict) or not isinstance(request.get("contents"), list) or not request["contents"]:
+            raise invalid_argument("* CountTokensRequest: contents (or generateContentRequest.contents) is required.")
+        tokens = prompt_tokens(request)
+        return Reply(json={"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})

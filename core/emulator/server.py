@@ -36,6 +36,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("DELETE", rf"^/{_VER}/files/{_FILE}$", "files.delete"),
         ("POST", rf"^/{_VER}/models/(?P<model>[^/:]+):batchGenerateContent$", "batches.create"),
         ("GET", rf"^/{_VER}/models/(?P<model>[^/:]+)$", "models.get"),
+        ("POST", rf"^/{_VER}/models/(?P<model>[^/:]+):countTokens$", "models.countTokens"),
         ("GET", rf"^/{_VER}/models$", "models.list"),
         ("GET", rf"^/{_VER}/batches$", "batches.list"),
         ("GET", rf"^/{_VER}/batches/{_JOB}$", "batches.get"),

@@ -18,7 +18,7 @@ KINDS = frozenset({
     "upload.start", "upload.chunk",
     "files.get", "files.list", "files.delete", "files.download",
     "batches.create", "batches.get", "batches.list", "batches.cancel", "batches.delete",
-    "models.get", "models.list",
+    "models.get", "models.list", "models.countTokens",
 })
 LOST_ANSWER_MODES = ("close", "delay")
 QUOTA_ERROR_DETAILS = ("help", "none", "full")

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cost": ("cost", "estimate requests, tokens and cost before a run; count them after it"),
     "cleanup": ("cleanup", "delete a finished run's uploaded and result files; show storage use"),
     "status": ("status", "a run's state from its checkpoint, as text or JSON, without the TUI"),
+    "lint": ("lint", "check every request line against the API's request schema; --fix the obvious mistakes"),
     "adopt": ("adopt", "take over jobs and uploads another script left half done, so nothing is done twice"),
 }
 

@@ -7,7 +7,9 @@ TOML key `cost_limit_usd`, flag `--cost-limit-usd`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 
 from ..config import ModelPrice, Settings
 from ..input_scan import Rejection, ScannedFile, list_input_files, scan_file
+from ..redact import MISSING_KEY_MESSAGE, api_key_from_env
 from .common import (
     EXIT_OK,
     EXIT_OVER_LIMIT,
@@ -24,6 +27,7 @@ from .common import (
     load_config,
     non_negative_float,
     parser_for,
+    positive_int,
     print_json,
     usd,
 )
@@ -39,6 +43,14 @@ class SizedBatch(Protocol):
 
     @property
     def est_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """A file's requests with the service's (scaled) token count, to price them like a SizedBatch."""
+
+    request_count: int
+    est_tokens: int
 
 
 def _batch_usd(tokens: int, per_million: float) -> float:
@@ -243,6 +255,128 @@ def _count_line(raw: bytes, report: ActualCost, table: dict[str, ModelPrice], fa
         usage.without_usage += 1
 
 
+# --- the service's own count: countTokens on a sample of each file ---------------------------------
+
+
+class TokenCounter(Protocol):
+    """What the sample needs of a core.gateway.Gateway."""
+
+    async def count_tokens(self, request: dict[str, Any], model: str | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class TokenSample:
+    """countTokens of a sample of one file's requests, next to the estimate (bytes x tokens_per_byte)."""
+
+    path: Path
+    requests: int
+    estimated: int  # the whole file's estimate
+    sampled: int
+    sample_estimated: int  # the estimate of the sampled lines
+    sample_counted: int  # what countTokens answered for them
+
+    @property
+    def counted(self) -> int:
+        """The file's count, scaled from the sample by the ratio counted/estimated."""
+        if self.sample_estimated == 0:
+            return 0
+        return round(self.estimated * self.sample_counted / self.sample_estimated)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": str(self.path), "requests": self.requests, "sampled": self.sampled,
+                "sample_estimated_tokens": self.sample_estimated, "sample_counted_tokens": self.sample_counted,
+                "estimated_tokens": self.estimated, "counted_tokens": self.counted,
+                "estimate_off_percent": off_percent(self.estimated, self.counted)}
+
+
+def off_percent(estimated: int, counted: int) -> float | None:
+    """How far the estimate is from the count, in percent of the count (positive: the estimate is high)."""
+    return None if counted == 0 else round((estimated - counted) / counted * 100, 1)
+
+
+def sample_requests(path: Path, request_count: int, size: int) -> list[tuple[bytes, dict[str, Any]]]:
+    """`size` request lines spread evenly over the file (all of them when it has no more), as (line, request)."""
+    wanted = ({(2 * i + 1) * request_count // (2 * size) for i in range(size)} if size < request_count
+              else set(range(request_count)))
+    picked: list[tuple[bytes, dict[str, Any]]] = []
+    index = 0
+    with path.open("rb") as stream:
+        for raw in stream:
+            body = raw.rstrip(b"\r\n")
+            if not body.strip():
+                continue
+            if index in wanted:
+                picked.append((body, json.loads(body)["request"]))
+            index += 1
+    return picked
+
+
+async def count_sample(counter: TokenCounter, batch: ScannedFile, size: int, tokens_per_byte: float,
+                       model: str | None = None, concurrency: int = 4) -> TokenSample:
+    """countTokens of `size` requests of one scanned file (a few calls at a time), scaled to the file."""
+    picked = await asyncio.to_thread(sample_requests, batch.path, batch.request_count, size)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(request: dict[str, Any]) -> int:
+        async with gate:
+            return await counter.count_tokens(request, model)
+
+    counts = await asyncio.gather(*(one(request) for _, request in picked))
+    return TokenSample(batch.path, batch.request_count, batch.est_tokens, len(picked),
+                       sum(math.ceil(len(body) * tokens_per_byte) for body, _ in picked), sum(counts))
+
+
+async def _count_all(scanned: list[ScannedFile], settings: Settings, args: argparse.Namespace,
+                     api_key: str) -> list[TokenSample]:
+    from ..gateway import Gateway, GatewayError
+
+    model = args.model or settings.model
+    gateway = Gateway(api_key=api_key, model=model, base_url=args.base_url or settings.base_url,
+                      timeout=settings.transfer.request_timeout, max_retries=settings.transfer.max_retries,
+                      retry_max_wait=settings.transfer.retry_max_wait)
+    try:
+        return [await count_sample(gateway, batch, args.count_tokens, settings.tokens_per_byte)
+                for batch in scanned]
+    except GatewayError as exc:
+        raise WorkflowError(f"countTokens with model {model}: {exc}") from None
+    finally:
+        await gateway.aclose()
+
+
+def _token_report(samples: list[TokenSample], settings: Settings, model: str, size: int) -> dict[str, Any]:
+    estimated = sum(s.estimated for s in samples)
+    counted = sum(s.counted for s in samples)
+    matching = None if estimated == 0 else round(settings.tokens_per_byte * counted / estimated, 4)
+    return {"model": model, "sample_per_file": size, "files": [s.to_json() for s in samples],
+            "estimated_tokens": estimated, "counted_tokens": counted,
+            "estimate_off_percent": off_percent(estimated, counted), "tokens_per_byte": settings.tokens_per_byte,
+            "matching_tokens_per_byte": matching}
+
+
+def _print_token_report(report: dict[str, Any], counted_cost: CostEstimate | None) -> None:
+    print(f"token counts from the service (countTokens, model {report['model']}) on up to "
+          f"{report['sample_per_file']} requests per file, scaled to the file:")
+    for item in report["files"]:
+        print(f"  {item['file']}: {item['sampled']} of {item['requests']:,} requests counted: "
+              f"~{item['counted_tokens']:,} tokens; the estimate {item['estimated_tokens']:,} is "
+              f"{_how_far(item['estimate_off_percent'])}")
+    print(f"  all files: ~{report['counted_tokens']:,} tokens; the estimate (bytes x {report['tokens_per_byte']:g}) "
+          f"{report['estimated_tokens']:,} is {_how_far(report['estimate_off_percent'])}")
+    if report["matching_tokens_per_byte"]:
+        print(f"  tokens_per_byte = {report['matching_tokens_per_byte']:g} in the config would make the estimate "
+              "(and the admission's enqueued-token budget) match the service's count")
+    if counted_cost is not None and counted_cost.total_usd is not None:
+        print(f"  estimated cost with the counted input tokens: {usd(counted_cost.total_usd)}")
+
+
+def _how_far(percent: float | None) -> str:
+    if percent is None:
+        return "not comparable (the service counted 0 tokens)"
+    if percent == 0:
+        return "the same"
+    return f"{abs(percent):g}% {'high' if percent > 0 else 'low'}"
+
+
 # --- the subcommand -------------------------------------------------------------------------------
 
 DESCRIPTION = f"""\
@@ -251,6 +385,11 @@ request line x tokens_per_byte, default 0.25) and the estimated cost at batch pr
 interactive price), assuming a number of output tokens per request (output_tokens_per_request in the
 config, default 1000, or --output-tokens-per-request; thinking tokens count as output). With --limit-usd
 it exits with code 4 when the estimate is over the limit, so a script can stop before it pays.
+
+With --count-tokens N, the service's own count (countTokens, free of charge, needs an API key) of N
+requests per input file, spread over the file and scaled to it, and how far the bytes estimate is from
+it, with the tokens_per_byte that would match (set it in the config: the admission's enqueued-token
+budget uses the same estimate).
 
 After a run (--output DIR, may be repeated, e.g. with a retry run's output folder): the token counts the
 result lines report (usageMetadata) and their cost at batch prices, per model.
@@ -271,6 +410,7 @@ EPILOG = f"""\
 example:
   gembatch-tui cost --input batches --model gemini-2.5-flash --limit-usd 50
   gembatch-tui cost --output results --output results/retry/results
+  gembatch-tui cost --input batches --count-tokens 20
 
 exit codes:
   0  done (and the estimate is within --limit-usd, when given)
@@ -288,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit with code 4 when the estimate is over X US dollars (needs --input)")
     parser.add_argument("--output-tokens-per-request", metavar="N", type=int,
                         help="output tokens assumed per request (default: the config's, else 1000)")
+    parser.add_argument("--count-tokens", metavar="N", type=positive_int,
+                        help="ask the service (countTokens) for the tokens of N requests per input file, spread "
+                             "over the file, scale to the file and show how far the bytes estimate is (needs "
+                             "--input and an API key; N calls per file, free of charge)")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="API endpoint for --count-tokens instead of Google's (default: base_url of the config)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     add_config_flag(parser)
     return parser
@@ -297,7 +443,7 @@ def _scan(input_dir: Path, settings: Settings) -> tuple[list[ScannedFile], list[
     scanned: list[ScannedFile] = []
     rejected: list[Rejection] = []
     for path in list_input_files(input_dir):
-        result = scan_file(path, settings.tokens_per_byte)
+        result = scan_file(path, settings.tokens_per_byte, settings.request_check)
         (rejected if isinstance(result, Rejection) else scanned).append(result)  # type: ignore[arg-type]
     return scanned, rejected
 
@@ -343,11 +489,17 @@ def run(args: argparse.Namespace) -> int:
         raise WorkflowError("give --input DIR (an estimate before a run), --output DIR (the counts after it), or both")
     if args.limit_usd is not None and args.input is None:
         raise WorkflowError("--limit-usd applies to the estimate of an input folder: give --input DIR")
+    if args.count_tokens is not None and args.input is None:
+        raise WorkflowError("--count-tokens counts the requests of an input folder: give --input DIR")
+    if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
+        raise WorkflowError(f"--base-url: expected an http:// or https:// URL, got {args.base_url!r}")
     if args.output_tokens_per_request is not None:
         if args.output_tokens_per_request < 0:
             raise WorkflowError(f"--output-tokens-per-request: must be 0 or more, got {args.output_tokens_per_request}")
         settings.output_tokens_per_request = args.output_tokens_per_request
     estimate = rejected = None
+    tokens: dict[str, Any] | None = None
+    counted_cost: CostEstimate | None = None
     if args.input is not None:
         existing_dir(args.input, "--input")
         scanned, rejected = _scan(args.input, settings)
@@ -355,6 +507,14 @@ def run(args: argparse.Namespace) -> int:
         if estimate.price is None:
             raise WorkflowError(f"no price known for model {estimate.model}: add [prices.\"{estimate.model}\"] with "
                                 "input and output (interactive USD per 1M tokens) to the config file")
+        if args.count_tokens is not None:
+            api_key = api_key_from_env()
+            if api_key is None:
+                raise WorkflowError(f"--count-tokens asks the service: {MISSING_KEY_MESSAGE}")
+            samples = asyncio.run(_count_all(scanned, settings, args, api_key))
+            tokens = _token_report(samples, settings, estimate.model, args.count_tokens)
+            counted_cost = estimate_cost([_Counted(s.requests, s.counted) for s in samples], settings, args.model)
+            tokens["counted_total_usd"] = counted_cost.total_usd
     for folder in args.output:
         existing_dir(folder, "--output")
     actual = actual_cost(args.output, settings, args.model) if args.output else None
@@ -365,12 +525,15 @@ def run(args: argparse.Namespace) -> int:
             "estimate": estimate.to_json() if estimate else None,
             "rejected": [str(r) for r in rejected or []],
             "actual": actual.to_json() if actual else None,
+            "token_count": tokens,
             "limit_usd": args.limit_usd, "over_limit": over,
             "prices_as_of": PRICES_AS_OF, "note": PRICE_NOTE,
         })
     else:
         if estimate is not None:
             _print_estimate(estimate, rejected or [], args.input)
+        if tokens is not None:
+            _print_token_report(tokens, counted_cost)
         if actual is not None:
             _print_actual(actual, args.output)
         print(f"note: {PRICE_NOTE}")

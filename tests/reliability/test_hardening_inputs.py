@@ -225,7 +225,7 @@ def test_a_lone_surrogate_is_refused_naming_file_line_and_place(tmp_path: Path, 
 
 def test_a_surrogate_pair_is_fine(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
-    path.write_bytes(b'{"key": "\\ud83d\\ude00", "request": {"t": "\\uD83D\\uDE00"}}\n')
+    path.write_bytes(b'{"key": "\\ud83d\\ude00", "request": {"contents": [{"parts": [{"text": "\\uD83D\\uDE00"}]}]}}\n')
     assert not isinstance(scan_file(path), Rejection)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 from gembatch.core.cli_args import resolve_settings
 from gembatch.core.config import ConfigError, ModelPrice, Settings, load_settings
+from gembatch.core.gateway import Gateway
 from gembatch.core.input_scan import ScannedFile, list_input_files, scan_file
 from gembatch.core.model import BatchRecord
 from gembatch.core.workflow import check_cost_limit
-from gembatch.core.workflow.cost import estimate_cost
+from gembatch.core.workflow.cost import estimate_cost, sample_requests
 from gembatch.core.workflow.prices import DEFAULT_PRICES, PRICES_AS_OF, find_price
 
 from .helpers import answer, error, request_line, run_cli, run_json, write_lines
@@ -169,3 +171,81 @@ def test_usage_errors(tmp_path: Path, capsys) -> None:
     assert run_cli(capsys, "cost", "--input", tmp_path, "--limit-usd", "-3")[0] == 2
     code, _, err = run_cli(capsys, "cost", "--input", tmp_path / "nope")
     assert code == 2 and "folder not found" in err
+
+
+# --- cost --count-tokens: the service's count on a sample, against the bytes estimate --------------------------
+
+
+def _uniform_inputs(tmp_path: Path, sizes: dict[str, int], text: str) -> Path:
+    for name, count in sizes.items():
+        write_lines(tmp_path / "in" / f"{name}.jsonl", [request_line(f"{name}-{i:04d}", text) for i in range(count)])
+    return tmp_path / "in"
+
+
+def test_count_tokens_scales_a_sample_and_shows_how_far_the_estimate_is(tmp_path: Path, emulator, capsys) -> None:
+    text = "word " * 60
+    input_dir = _uniform_inputs(tmp_path, {"a": 40, "b": 7}, text)
+    line_estimate = math.ceil(len(request_line("a-0000", text).encode()) * 0.25)
+    per_request = math.ceil(len(text) / 4)  # the emulator's count: a quarter of the text's characters
+
+    code, report = run_json(capsys, "cost", "--input", input_dir, "--count-tokens", "5",
+                            "--base-url", emulator.base_url)
+
+    assert code == 0
+    counts = [e for e in emulator.journal() if e.kind == "models.countTokens"]
+    assert len(counts) == 5 + 5
+    tokens = report["token_count"]
+    files = {Path(item["file"]).name: item for item in tokens["files"]}
+    assert files["a.jsonl"]["sampled"] == 5 and files["a.jsonl"]["sample_counted_tokens"] == 5 * per_request
+    assert files["a.jsonl"]["counted_tokens"] == 40 * per_request
+    assert files["a.jsonl"]["estimated_tokens"] == 40 * line_estimate
+    assert tokens["counted_tokens"] == 47 * per_request and tokens["estimated_tokens"] == 47 * line_estimate
+    assert tokens["estimate_off_percent"] == round((line_estimate - per_request) / per_request * 100, 1)
+    assert tokens["matching_tokens_per_byte"] == round(0.25 * per_request / line_estimate, 4)
+    assert tokens["counted_total_usd"] == pytest.approx(
+        47 * per_request / 1e6 * 0.30 * 0.5 + 47 * 1000 / 1e6 * 2.50 * 0.5)
+
+    code, out, _ = run_cli(capsys, "cost", "--input", input_dir, "--count-tokens", "2", "--base-url",
+                           emulator.base_url)
+    assert code == 0
+    assert f"a.jsonl: 2 of 40 requests counted: ~{40 * per_request:,} tokens" in out
+    assert "high" in out and "tokens_per_byte = " in out
+
+
+def test_count_tokens_sends_the_whole_request(tmp_path: Path, emulator, capsys,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sampled request goes out whole (generateContentRequest), so a systemInstruction is counted too."""
+    request = {"contents": [{"parts": [{"text": "hello there"}]}],
+               "systemInstruction": {"parts": [{"text": "be brief"}]}, "generationConfig": {"temperature": 0.1}}
+    write_lines(tmp_path / "in" / "a.jsonl", [json.dumps({"key": "k", "request": request})])
+    seen: list[dict] = []
+    original = Gateway.count_tokens
+
+    async def spy(self: Gateway, request: dict, model: str | None = None) -> int:
+        seen.append(request)
+        return await original(self, request, model)
+
+    monkeypatch.setattr(Gateway, "count_tokens", spy)
+    code, report = run_json(capsys, "cost", "--input", tmp_path / "in", "--count-tokens", "3",
+                            "--base-url", emulator.base_url)
+    assert code == 0 and seen == [request]
+    # the emulator counts the text of contents only: "hello there" is 11 characters
+    assert report["token_count"]["counted_tokens"] == math.ceil(11 / 4)
+    assert [e.kind for e in emulator.journal()].count("models.countTokens") == 1
+
+
+def test_the_sample_is_spread_over_the_file(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "a.jsonl", [request_line(f"k{i}") for i in range(100)] + [""])
+    picked = sample_requests(path, 100, 4)
+    assert [json.loads(line)["key"] for line, _ in picked] == ["k12", "k37", "k62", "k87"]
+    assert len(sample_requests(path, 100, 500)) == 100
+
+
+def test_count_tokens_usage_errors(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run_cli(capsys, "cost", "--output", tmp_path, "--count-tokens", "3")
+    assert code == 2 and "--count-tokens counts the requests of an input folder" in err
+    assert run_cli(capsys, "cost", "--input", tmp_path, "--count-tokens", "0")[0] == 2
+    input_dir = _uniform_inputs(tmp_path, {"a": 2}, "hi")
+    monkeypatch.delenv("GEMINI_API_KEY")
+    code, _, err = run_cli(capsys, "cost", "--input", input_dir, "--count-tokens", "3")
+    assert code == 2 and "no API key" in err
