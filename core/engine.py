@@ -563,10 +563,15 @@ class Engine:
         self._side_task(sweep())
 
     def _side_task(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` beside the loops; the run does not end before it does."""
+        """Run `work` beside the loops; the run does not end before it does (its end wakes the finish watch)."""
         task = asyncio.create_task(work)
         self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._side_tasks.discard(finished)
+            self._wake()
+
+        task.add_done_callback(done)
 
     def _stop_run(self, message: str) -> None:
         """Stop the whole run with exit 2: every further call would fail the same way."""
@@ -1321,9 +1326,7 @@ class Engine:
                 self._emit(current, f"partial results of the expired job kept as {target}")
             self._log(Level.INFO, f"{batch_id}: partial results of the expired job kept as {target}", batch_id)
 
-        task = asyncio.create_task(keep())
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+        self._side_task(keep())
 
     def _handle_server_end(self, rec: BatchRecord, end: Stage, reason: str) -> None:
         rec.last_error = reason
