@@ -898,9 +898,10 @@ class Engine:
             self._set(rec, Stage.VALIDATED, f"upload failed: {exc}; will try again", Level.WARNING)
             return
         except Exception:  # a local error (the file gone, unreadable): back to the queue, backed off by the caller
+            # (a cancellation, i.e. a stop, is not caught: the batch stays UPLOADING and the next start looks for
+            # the file on the server before it uploads again)
             self._set(rec, Stage.VALIDATED, "upload could not be sent")
             raise
-        # A cancellation (a stop) leaves the batch UPLOADING: the next start finds the file if it arrived.
         if remote.sha256_hex is not None and remote.sha256_hex != rec.sha256:
             await self.gateway.delete_file(remote.name)
             self._set(rec, Stage.REJECTED,
