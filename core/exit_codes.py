@@ -12,9 +12,10 @@ EXIT_SIGNAL_BASE = 128  # stopped by signal N with work left: 128 + N (SIGHUP 12
 
 
 def leaving_code(run_code: int | None, work_left: bool, signum: int | None = None) -> int:
-    """The process exit code of a run that is over: its own code (0 or 3) when every batch has ended,
-    else 128 + N after signal N (or Ctrl-C, as SIGINT), else EXIT_STOPPED; never 0 with work left."""
-    if not work_left and run_code is not None:
+    """The process exit code of a run that is over: its own code (0 or 3) when every batch has ended, and a code
+    the run chose itself (2: a refused key, no accepted MIME type, ...) in any case; else 128 + N after signal N
+    (or Ctrl-C, as SIGINT), else EXIT_STOPPED; never 0 with work left."""
+    if run_code is not None and (not work_left or run_code not in (EXIT_OK, EXIT_INCOMPLETE)):
         return run_code
     if signum is not None:
         return EXIT_SIGNAL_BASE + int(signum)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from gembatch.core.config import Settings
-from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_STOPPED, leaving_code
+from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, leaving_code
 from gembatch.tui import launch
 
 from .conftest import write_batch_files
@@ -28,6 +28,7 @@ from .conftest import write_batch_files
     (EXIT_OK, True, signal.SIGTERM, 143),
     (EXIT_INCOMPLETE, True, signal.SIGHUP, 129),
     (None, True, None, EXIT_STOPPED),  # the engine was cancelled: no code of its own
+    (EXIT_USAGE, True, None, EXIT_USAGE),  # the run stopped itself (a refused key, no accepted MIME type)
 ])
 def test_leaving_code_is_never_0_with_work_left(run_code, work_left, signum, expected) -> None:
     assert leaving_code(run_code, work_left, signum) == expected

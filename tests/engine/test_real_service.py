@@ -442,3 +442,18 @@ async def test_an_input_name_too_long_for_its_results_is_rejected_up_front(tmp_p
     assert len(calls(emulator, "upload.start")) == 1  # only the other file
     assert any("too long" in line and "229 bytes" in line for line in recorder.lines())
     assert not calls(emulator, "files.download", 404)
+
+
+def test_a_run_that_must_stop_exits_2_from_the_command_line(tmp_path: Path, emulator, capfd) -> None:
+    """The headless command returns and logs the run's own 2 (not "stopped with work left") when no MIME type
+    is accepted."""
+    from gembatch.tui.launch import main
+
+    emulator.settings.refused_mime_types = {"application/jsonl", "jsonl", "text/plain"}
+    write_batch_files(tmp_path / "in", files=3, requests=5)
+    code = main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--base-url",
+                 emulator.base_url, "--headless"])
+    err = capfd.readouterr().err
+    assert code == EXIT_USAGE
+    assert "accepts none of the JSONL MIME types" in err
+    assert not calls(emulator, "batches.create")
