@@ -453,7 +453,9 @@ def test_a_run_that_must_stop_exits_2_from_the_command_line(tmp_path: Path, emul
     write_batch_files(tmp_path / "in", files=3, requests=5)
     code = main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--base-url",
                  emulator.base_url, "--headless"])
-    err = capfd.readouterr().err
+    summary = capfd.readouterr().out
     assert code == EXIT_USAGE
-    assert "accepts none of the JSONL MIME types" in err
+    assert "(exit code 2)" in summary
+    log = (tmp_path / "out" / "gembatch.log").read_text(encoding="utf-8")
+    assert "accepts none of the JSONL MIME types" in log
     assert not calls(emulator, "batches.create")
