@@ -1425,6 +1425,7 @@ class Engine:
                 continue
             if what == "upload":
                 rec.upload_name = None
+                rec.upload_expires_at = None
                 rec.upload_active = False
             self._emit(rec, f"deleted its {what} {name} from the server")
         if names:

@@ -172,7 +172,7 @@ async def test_uploads_are_deleted_once_results_are_saved_and_a_run_over_the_cap
     assert assert_results_match_inputs(settings.input_dir, settings.output_dir) == 8
     uploaded = [f for f in emulator.files() if f["source"] == "UPLOADED"]
     assert all(f["deleted"] for f in uploaded), "an input upload was left on the server"
-    assert all(rec.upload_name is None for rec in engine.records.values())
+    assert all(rec.upload_name is None and rec.upload_expires_at is None for rec in engine.records.values())
 
 
 async def test_the_engine_holds_uploads_back_under_its_storage_cap(tmp_path: Path, emulator) -> None:
