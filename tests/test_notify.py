@@ -8,6 +8,7 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,9 +18,10 @@ from gembatch.core import notify
 from gembatch.core.config import ConfigError, NotifySettings, load_settings
 from gembatch.core.events import AdmissionChanged, AdmissionFigures, BatchChanged, EventBus, LogLine, RunFinished
 from gembatch.core.exit_codes import EXIT_INCOMPLETE
-from gembatch.core.headless import run_headless
+from gembatch.core.headless import build_engine, run_headless
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.notify import Notice, NoticeFinder, NoticeKind, Notifier, open_terminal, terminal_escapes
+from gembatch.tui.app import MonitorApp
 
 from .conftest import FAKE_KEY, write_batch_files
 from .engine.helpers import engine_settings, run_engine
@@ -170,6 +172,24 @@ def test_a_headless_run_rings_the_bell_on_the_terminal_when_it_finishes(tmp_path
 
     assert run_headless(settings, argv=[], api_key=FAKE_KEY) == 0
     assert tty.read_text() == "\x07"
+
+
+async def test_inside_the_tui_the_escapes_go_through_the_app_driver(tmp_path: Path, emulator, capsys) -> None:
+    write_batch_files(tmp_path / "in", files=2, requests=3)
+    settings = engine_settings(tmp_path, emulator.base_url)
+    app = MonitorApp(build_engine(settings, FAKE_KEY), settings, secrets=(FAKE_KEY,))
+    Notifier(NotifySettings(desktop=True, on=["finished"]), app.write_escapes).attach(app.engine.bus)
+    written: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app._driver is not None
+        app._driver.write = written.append  # type: ignore[method-assign]
+        deadline = time.monotonic() + 30
+        while app.engine_code is None and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert app.engine_code == 0
+    assert written == ["\x1b]9;gembatch-tui: run finished: 2 downloaded (exit code 0)\x07"
+                       "\x1b]777;notify;gembatch-tui;run finished: 2 downloaded (exit code 0)\x07\x07"]
+    assert "\x07" not in capsys.readouterr().out
 
 
 # ---- notification URLs through apprise ------------------------------------------------------------------

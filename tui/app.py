@@ -399,9 +399,7 @@ class MonitorApp(App[int]):
 
     def write_escapes(self, text: str) -> None:
         """Bells and desktop-notification escapes, through the app's own driver so the screen stays whole."""
-        if text == "\x07":
-            self.bell()
-        elif self._driver is not None and not self.is_headless:
+        if self._driver is not None:
             self._driver.write(text)
 
     def _log(self, level: Level, message: str) -> None:
