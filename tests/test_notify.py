@@ -162,6 +162,25 @@ async def test_a_run_against_the_emulator_tells_one_final_failure_and_the_finish
     assert told[1] == "run finished: 1 failed (exit code 3)"
 
 
+async def test_a_stuck_job_resubmitted_is_told_as_stuck_and_never_as_failed(tmp_path: Path, emulator) -> None:
+    write_batch_files(tmp_path / "in", files=1, requests=3)
+    emulator.settings.running_seconds = 2.5
+    settings = engine_settings(tmp_path, emulator.base_url, stuck_after_hours=1 / 3600, stuck_action="resubmit")
+    told: list[Notice] = []
+    notifier = Notifier(NotifySettings(), None)
+    notifier.tell = told.extend  # type: ignore[method-assign]
+
+    code, engine, _ = await run_engine(settings, hooks=(notifier,))
+    await asyncio.sleep(0)
+
+    assert code == 0
+    (rec,) = engine.records.values()
+    assert rec.stuck_resubmits == 1  # its stuck job was cancelled and submitted once more
+    # the first job, then the one submitted in its place (it runs as long): each told once, neither as failed
+    assert [notice.kind for notice in told] == [NoticeKind.STUCK, NoticeKind.STUCK, NoticeKind.FINISHED]
+    assert told[0].text.startswith(f"{rec.batch_id}: batches/") and told[0].text != told[1].text
+
+
 def test_a_headless_run_rings_the_bell_on_the_terminal_when_it_finishes(tmp_path: Path, emulator, monkeypatch) -> None:
     tty = tmp_path / "tty"
     tty.touch()
