@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from gembatch.core import notify
 from gembatch.core.config import ConfigError, NotifySettings, load_settings
-from gembatch.core.events import AdmissionChanged, AdmissionFigures, BatchChanged, EventBus, LogLine, RunFinished
+from gembatch.core.events import (
+    AdmissionChanged,
+    AdmissionFigures,
+    BatchChanged,
+    CoolDownStarted,
+    EventBus,
+    LogLine,
+    RunFinished,
+)
 from gembatch.core.exit_codes import EXIT_INCOMPLETE
 from gembatch.core.headless import build_engine, run_headless
 from gembatch.core.model import BatchRecord, Stage
@@ -179,6 +187,28 @@ async def test_a_stuck_job_resubmitted_is_told_as_stuck_and_never_as_failed(tmp_
     # the first job, then the one submitted in its place (it runs as long): each told once, neither as failed
     assert [notice.kind for notice in told] == [NoticeKind.STUCK, NoticeKind.STUCK, NoticeKind.FINISHED]
     assert told[0].text.startswith(f"{rec.batch_id}: batches/") and told[0].text != told[1].text
+
+
+async def test_a_cool_down_longer_than_the_uploads_live_is_told_once(tmp_path: Path, emulator) -> None:
+    write_batch_files(tmp_path / "in", files=3, requests=3)
+    emulator.settings.file_ttl_seconds = 3.0  # uploads live 3 s here; the service gives 48 h
+    emulator.settings.max_concurrent_jobs = 1
+    emulator.settings.running_seconds = 1.0
+    settings = engine_settings(tmp_path, emulator.base_url, cool_down_seconds=5.0, cool_down_max_seconds=5.0)
+    told: list[Notice] = []
+    notifier = Notifier(NotifySettings(), None)
+    notifier.tell = told.extend  # type: ignore[method-assign]
+
+    code, _, recorder = await run_engine(settings, hooks=(notifier,), timeout=90)
+
+    assert code == 0
+    risks = [notice for notice in told if notice.kind is NoticeKind.UPLOAD_EXPIRY_RISK]
+    assert risks, told
+    named = [name for notice in risks for name in notice.text.partition(": ")[2].split(", ")]
+    assert named and set(named) <= {"part_001", "part_002", "part_003"}
+    uploads = sum(1 for e in emulator.journal() if e.kind == "upload.start")
+    assert len(named) <= uploads - 1  # each upload told once at most; the first one's job was created at once
+    assert any(isinstance(e, CoolDownStarted) for e in recorder.events)
 
 
 def test_a_headless_run_rings_the_bell_on_the_terminal_when_it_finishes(tmp_path: Path, emulator, monkeypatch) -> None:
