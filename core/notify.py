@@ -52,7 +52,8 @@ class NoticeFinder:
     """
 
     def __init__(self) -> None:
-        self.records: dict[str, BatchRecord] = {}
+        self.records: dict[str, BatchRecord] = {}  # the latest snapshot of each batch
+        self.uploaded: dict[str, BatchRecord] = {}  # those uploaded and waiting for their job
         self.cool_down_until: float | None = None
         self._told: set[tuple[object, ...]] = set()
         self.unsettled: dict[str, BatchRecord] = {}
@@ -63,11 +64,9 @@ class NoticeFinder:
             case BatchChanged(record=rec):
                 return self._batch_changed(rec)
             case AdmissionChanged(figures=figures):
-                self.cool_down_until = figures.cool_down_until
-                return self._expiry_risks(self.records.values())
+                return self._cool_down_until(figures.cool_down_until)
             case CoolDownStarted(until=until):
-                self.cool_down_until = until
-                return self._expiry_risks(self.records.values())
+                return self._cool_down_until(until)
             case RunFinished(exit_code=code, summary=summary):
                 return [*self.settle(), *self._finished(code, summary)]
         return []
@@ -85,9 +84,19 @@ class NoticeFinder:
         self.unsettled.clear()
         return notices
 
+    def _cool_down_until(self, until: float | None) -> list[Notice]:
+        if until == self.cool_down_until:
+            return []  # each batch was checked against it when it changed
+        self.cool_down_until = until
+        return self._expiry_risks(self.uploaded.values())
+
     def _batch_changed(self, rec: BatchRecord) -> list[Notice]:
         previous = self.records.get(rec.batch_id)
         self.records[rec.batch_id] = rec
+        if rec.stage is Stage.UPLOADED:
+            self.uploaded[rec.batch_id] = rec
+        else:
+            self.uploaded.pop(rec.batch_id, None)
         notices = self._expiry_risks([rec])
         if previous is None:
             return notices
@@ -158,7 +167,6 @@ class UrlSender:
 
         logging.getLogger("apprise").addHandler(logging.NullHandler())  # its warnings could name a URL's host
         logging.getLogger("apprise").propagate = False
-        self.report = report
         self._failed: set[str] = set()
         self._targets: list[tuple[str, Any]] = []
         for number, url in enumerate(urls, 1):
