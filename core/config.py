@@ -58,6 +58,20 @@ class RecoverySettings:
     stuck_action: str = "wait"  # "wait" (flag only) or "resubmit" (cancel it and submit once more)
 
 
+NOTICE_KINDS = ("finished", "failed", "upload_expiry_risk", "stuck")
+
+
+@dataclass
+class NotifySettings:
+    """Who is told when something needs a person: the terminal's bell, desktop escapes, notification URLs."""
+
+    on: list[str] = field(default_factory=lambda: list(NOTICE_KINDS))  # kinds sent to the desktop and URLs
+    bell_on: list[str] = field(default_factory=lambda: ["finished"])  # kinds that ring the terminal's bell
+    desktop: bool = False  # OSC 9 and OSC 777 desktop notifications through the terminal
+    terminal: str = "auto"  # "auto": only when stdout or stderr is a terminal; "always"; "off"
+    urls: list[str] = field(default_factory=list)  # apprise URLs (Slack, ntfy, e-mail, ...); may hold tokens
+
+
 @dataclass(frozen=True)
 class ModelPrice:
     """Interactive (standard) USD price per 1M tokens of one model; batch jobs cost half of it."""
@@ -96,6 +110,7 @@ class Settings:
     resubmit_changed: bool = False  # flag only: an input changed after its upload or job is submitted anew
     progress_interval: float = 60.0  # seconds between two headless progress lines
     request_check: str = "error"  # request lines the API would refuse: "error" rejects the file, "warn", "off"
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -123,7 +138,7 @@ class _Key:
     exclusive: bool = False  # minimum itself is not allowed
     zero_is_none: bool = False  # 0 means "not set"
     url: bool = False
-    choices: tuple[str, ...] = ()  # for strings: the allowed values
+    choices: tuple[str, ...] = ()  # for strings (and items of lists of strings): the allowed values
 
 
 def _positive(attr: str) -> _Key:
@@ -181,6 +196,13 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
         "result_gone_after": _not_negative("result_gone_after", float),
         "stuck_after_hours": _not_negative("stuck_after_hours", float, zero_is_none=True),
         "stuck_action": _Key("stuck_action", str, choices=("wait", "resubmit")),
+    },
+    "notify": {
+        "on": _Key("on", list, choices=NOTICE_KINDS),
+        "bell_on": _Key("bell_on", list, choices=NOTICE_KINDS),
+        "desktop": _Key("desktop", bool),
+        "terminal": _Key("terminal", str, choices=("auto", "always", "off")),
+        "urls": _Key("urls", list),
     },
 }
 
@@ -255,6 +277,8 @@ def coerce_setting(key: str, value: object, base_dir: Path | None = None) -> Any
         return value
     if spec.kind in (int, float):
         return _coerce_number(spec, value)
+    if spec.kind is list:
+        return _coerce_strings(spec, value)
     if not isinstance(value, str):
         expected = "a path string" if spec.kind is Path else "a string"
         raise ValueError(f"expected {expected}, got {_describe(value)}")
@@ -268,6 +292,19 @@ def coerce_setting(key: str, value: object, base_dir: Path | None = None) -> Any
         path = Path(value).expanduser()
         return base_dir / path if base_dir is not None and not path.is_absolute() else path
     return value
+
+
+def _coerce_strings(spec: _Key, value: object) -> list[str]:
+    """An array of non-empty strings, each one of `spec.choices` when there are choices."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected an array of strings, got {_describe(value)}")
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"item {number}: expected a non-empty string, got {_describe(item)}")
+        if spec.choices and item not in spec.choices:
+            raise ValueError(f"item {number}: expected one of {', '.join(repr(c) for c in spec.choices)}, "
+                             f"got {item!r}")
+    return list(value)
 
 
 def _coerce_number(spec: _Key, value: object) -> int | float | None:
@@ -489,6 +526,7 @@ __all__ = [
     "AdmissionSettings",
     "ConfigError",
     "ModelPrice",
+    "NotifySettings",
     "RecoverySettings",
     "Settings",
     "TransferSettings",

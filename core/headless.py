@@ -30,6 +30,7 @@ from .events import (
 from .exit_codes import EXIT_INTERNAL, EXIT_USAGE, leaving_code
 from .gateway import Gateway, GatewayError
 from .leaving_summary import leaving_summary
+from .notify import Notifier
 from .progress_report import ProgressReport, RunCounts, count_batches, utc_stamp
 from .rebuild import RebuildError, rebuild_from_server
 from .redact import MISSING_KEY_MESSAGE, api_key_from_env, redact
@@ -222,11 +223,13 @@ async def _run_locked(
     if received:
         engine.request_stop()
     subscribe_run_log(engine, log, "headless")
+    notifier = Notifier.to_terminal(settings.notify).attach(engine.bus)
     try:
         code, ran = await _run_engine(settings, engine, log)
     finally:
         engine.store.release_lock()
         await engine.gateway.aclose()
+        await asyncio.to_thread(notifier.close)  # the last notices go out before the process leaves
     signum = received[0] if received else None
     final = leaving_code(code, count_batches(engine.records.values()).work_left, signum) if ran else code
     report_leaving(engine, settings, final, log=log, signum=signum, ran=ran, argv=argv, summary=summary)

@@ -397,6 +397,11 @@ class MonitorApp(App[int]):
         """The gateway's retry notices (it calls this on the app's loop)."""
         self._log(Level.WARNING, f"retry: {text}")
 
+    def write_escapes(self, text: str) -> None:
+        """Bells and desktop-notification escapes, through the app's own driver so the screen stays whole."""
+        if self._driver is not None:
+            self._driver.write(text)
+
     def _log(self, level: Level, message: str) -> None:
         self.post_message(LogAdded(LogLine(self.clock(), level, message)))
 
@@ -596,6 +601,7 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
     import sys
 
     from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving, subscribe_run_log
+    from gembatch.core.notify import Notifier
 
     holder: list[MonitorApp] = []
     file_log = HeadlessLog(None, open_run_log(settings, api_key))  # the file only: the screen has its panes
@@ -610,7 +616,10 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
     app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True)
     holder.append(app)
     report = subscribe_run_log(engine, file_log, "UI", active=lambda: app.read_only is None)
+    write = app.write_escapes if settings.notify.terminal != "off" else None
+    notifier = Notifier(settings.notify, write, active=lambda: app.read_only is None).attach(engine.bus)
     result = app.run(mouse=not settings.no_mouse)
+    notifier.close()
     if result is None:
         code = app.return_code or (EXIT_ENGINE_ERROR if app.return_code is None else EXIT_OK)
     else:
