@@ -1175,6 +1175,9 @@ class Engine:
         wanted = {rec.display_name: rec for rec in creating if rec.display_name}
         try:
             found = await self._find_jobs_by_display_name(set(wanted))
+        except Unusable as exc:
+            self._stop_run(str(exc))
+            return
         except GatewayError as exc:
             self._log(Level.WARNING, f"cannot list batches to settle {len(wanted)} create(s): {exc}")
             await self._sleep(_TRANSIENT_PAUSE)
@@ -1217,6 +1220,8 @@ class Engine:
             if active:
                 try:
                     await self._poll(active)
+                except Unusable as exc:  # e.g. the key was revoked mid-run: every poll would fail the same way
+                    self._stop_run(str(exc))
                 except GatewayError as exc:
                     self._log(Level.WARNING, f"poll failed: {exc}")
             in_flight = [rec.batch_id for rec in self._records_in(Stage.PENDING, Stage.RUNNING)]

@@ -459,3 +459,21 @@ def test_a_run_that_must_stop_exits_2_from_the_command_line(tmp_path: Path, emul
     log = (tmp_path / "out" / "gembatch.log").read_text(encoding="utf-8")
     assert "accepts none of the JSONL MIME types" in log
     assert not calls(emulator, "batches.create")
+
+
+async def test_a_key_refused_mid_run_stops_the_run_instead_of_polling_forever(tmp_path: Path, emulator) -> None:
+    emulator.settings.running_seconds = 30.0
+    write_batch_files(tmp_path / "in", files=2, requests=5)
+    settings = engine_settings(tmp_path, emulator.base_url)
+
+    def revoke(event) -> None:  # once both jobs run, the key stops working (revoked in the console)
+        record = getattr(event, "record", None)
+        if record is not None and record.stage is Stage.PENDING:
+            emulator.settings.api_key = "another-key"
+
+    code, _, recorder = await run_engine(settings, timeout=30, hooks=(revoke,))
+
+    assert code == EXIT_USAGE
+    assert any("the API key was refused" in line for line in recorder.lines())
+    refused = [e for e in emulator.journal() if e.note and e.note.startswith("auth:")]
+    assert 1 <= len(refused) <= 4, [(e.kind, e.status, e.note) for e in refused]  # one per worker, not a loop
