@@ -477,7 +477,7 @@ class MonitorApp(App[int]):
         counts = self.tally.answered_per_minute(now, SPARK_MINUTES)
         if counts != list(self.sparkline.data or ()):
             self.sparkline.data = counts
-            self.rate_label.update(f"answered/min, 30 min: max {count(max(counts))}")
+            self.rate_label.update(f"answered/min · max {count(max(counts))}")
 
     # ---- theme -----------------------------------------------------------------------------------
 
