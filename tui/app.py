@@ -91,6 +91,7 @@ class MonitorApp(App[int]):
         Binding("o", "sort", "Sort", id="sort"),
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
+        Binding("ctrl+p", "command_palette", "Commands", id="commands", show=False, priority=True),  # the palette
         Binding("q", "quit", "Quit", id="quit"),
         Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
     ]

@@ -53,6 +53,9 @@ async def test_ctrl_p_opens_the_palette_and_pause_calls_the_engine() -> None:
     app = make()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
+        await pilot.press("question_mark")  # the help names the palette's key
+        assert any(k.description == "Commands" and k.keys == "^p" for k in app.screen.keys)
+        await pilot.press("escape")
         await run_from_palette(pilot, "pause")
         await wait_until(pilot, lambda: app.paused, 5, "the pause")
         assert app.engine.calls[-1] == ("pause", "")
