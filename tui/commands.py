@@ -60,6 +60,7 @@ class RunCommands(Provider):
 
     @property
     def monitor(self) -> MonitorApp:
+        """The app, typed as the monitor."""
         return cast("MonitorApp", self.app)
 
     async def discover(self) -> Hits:
