@@ -1,7 +1,8 @@
 """Screenshots of the real app running the demo: `python scripts/make_screenshots.py [--out screenshots]`.
 
 Runs `--demo` (the built-in emulator, about 150 files) inside `App.run_test` at 120x40 and saves SVGs at
-four moments: cooling-down.svg (just after a 429), running.svg, paused.svg, detail.svg (one batch's history);
+five moments: cooling-down.svg (just after a 429), running.svg, palette.svg (Ctrl+P: the run's own commands),
+paused.svg, detail.svg (one batch's history);
 and, resizing the same run, compact-80x24.svg and wide-200x50.svg (the layouts for small and large terminals).
 Checks that no screenshot holds an API key. Anyone can rerun it; it needs no key and no network.
 """
@@ -21,6 +22,7 @@ from gembatch.core.demo import DEMO_KEY, DemoScenario, demo_settings
 from gembatch.core.headless import build_engine
 from gembatch.core.redact import api_key_from_env
 from gembatch.tui.app import MonitorApp
+from textual.command import CommandList, CommandPalette
 
 SIZE = (120, 40)
 
@@ -55,6 +57,13 @@ async def shoot(out: Path) -> list[Path]:
                 await wait_for(app, lambda: app.tally.files_done >= 25 and app.countdown.until is None,
                                "25 files done")
                 saved.append(save(app, out, "running.svg"))
+                await pilot.press("ctrl+p")
+                await wait_for(app, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+                await pilot.press(*"batch")  # the product's commands on the selected batch and on every failed one
+                await wait_for(app, lambda: app.screen.query_one(CommandList).option_count >= 5, "the palette's hits")
+                saved.append(save(app, out, "palette.svg"))
+                await pilot.press("escape")
+                await wait_for(app, lambda: not isinstance(app.screen, CommandPalette), "the palette to close")
                 for size, name in (((80, 24), "compact-80x24.svg"), ((200, 50), "wide-200x50.svg")):
                     await pilot.resize_terminal(*size)
                     await wait_for(app, lambda size=size: tuple(app.size) == size, f"the {name} size")

@@ -16,7 +16,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import ClassVar
 
 from gembatch.core.config import Settings
@@ -26,12 +27,16 @@ from gembatch.core.exit_codes import EXIT_INTERNAL as EXIT_ENGINE_ERROR
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.watch import CheckpointWatcher
 from textual import events, on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Container, Vertical
-from textual.widgets import Footer, Input
+from textual.containers import Container, Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Sparkline, Static
 from textual.worker import Worker, WorkerState
 
+from .commands import RunCommands
+from .formatting import count
+from .grid_model import STAGE_PREFIX
 from .hangup import HangupGuard
 from .messages import (
     AdmissionUpdated,
@@ -53,11 +58,15 @@ from .screens.confirm import ConfirmScreen
 from .screens.detail import DetailScreen
 from .screens.help import HelpScreen, collect_keys
 from .surface import EngineSurface
+from .theme_memory import load_theme, save_theme, theme_file
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # SIGHUP: see hangup.py
 WATCH_INTERVAL = 2.0  # seconds between reloads of the checkpoint in read-only mode
 ACTING = frozenset({"pause", "resume", "retry", "cancel_batch", "skip"})
 GRID_ONLY = frozenset({"filter", "clear_filter", "sort", "reverse_sort"})
+RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED})  # "retry every failed batch"
+ROOMY_WIDTH = 100  # under this many columns the header keeps no sparkline and the footer no `^p palette`
+SPARK_MINUTES = 30  # the header's sparkline: requests answered in each of the last 30 minutes
 
 
 class MonitorApp(App[int]):
@@ -65,7 +74,7 @@ class MonitorApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "gembatch"
-    ENABLE_COMMAND_PALETTE = False
+    COMMANDS = App.COMMANDS | {RunCommands}
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (150, "-wide")]
     VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-compact"), (30, "-short"), (36, "-tall")]
 
@@ -82,6 +91,7 @@ class MonitorApp(App[int]):
         Binding("o", "sort", "Sort", id="sort"),
         Binding("O", "reverse_sort", "Reverse sort", id="reverse-sort", show=False),
         Binding("question_mark", "help", "Keys", id="help"),
+        Binding("ctrl+p", "command_palette", "Commands", id="commands", show=False, priority=True),  # the palette
         Binding("q", "quit", "Quit", id="quit"),
         Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
     ]
@@ -96,8 +106,10 @@ class MonitorApp(App[int]):
         handle_signals: bool = False,
         read_only: str | None = None,
         watch_interval: float = WATCH_INTERVAL,
+        theme_file: Path | None = None,
     ) -> None:
-        """`engine` has the Engine's surface; `read_only` forces watch mode with that reason."""
+        """`engine` has the Engine's surface; `read_only` forces watch mode with that reason; the theme chosen
+        is remembered in `theme_file` (None: not remembered)."""
         super().__init__()
         if "TEXTUAL_ANIMATIONS" not in os.environ:
             self.animation_level = "none"
@@ -129,11 +141,18 @@ class MonitorApp(App[int]):
         self.countdown = CountdownPane(clock, id="countdown")
         self.uploads = UploadsPane(clock, id="uploads")
         self.log_pane = LogPane(id="log", secrets=self.secrets)
+        self.sparkline = Sparkline([], id="rate")
+        self.rate_label = Static("", id="rate-label", markup=False)
+        self.rate_box = Vertical(self.rate_label, self.sparkline, id="rate-box")
+        self.theme_file = theme_file
+        self._theme_loaded = False
 
     # ---- layout ----------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield self.summary
+        with Horizontal(id="header"):
+            yield self.summary
+            yield self.rate_box
         with Container(id="body"):
             with Vertical(id="main"):
                 yield self.filter_bar
@@ -142,7 +161,14 @@ class MonitorApp(App[int]):
                 yield self.countdown
                 yield self.uploads
         yield self.log_pane
-        yield Footer(compact=True)  # less space between keys: at 80 columns every key fits
+        self.footer = Footer(compact=True)  # less space between keys: at 80 columns every key fits
+        yield self.footer
+
+    def on_resize(self, event: events.Resize) -> None:
+        """At 80 columns the summary and the keys need every column: no sparkline, no `^p palette` hint."""
+        roomy = event.size.width >= ROOMY_WIDTH
+        self.rate_box.display = roomy
+        self.footer.show_command_palette = roomy
 
     @property
     def panes_live(self) -> bool:
@@ -150,6 +176,7 @@ class MonitorApp(App[int]):
         return self.grid.is_attached
 
     def on_mount(self) -> None:
+        self._restore_theme()
         self.started_at = float(getattr(self.engine, "started_at", self.clock()))
         self._bridge = EngineBridge(self.engine.bus, self)
         claim_error: Exception | None = None
@@ -447,10 +474,54 @@ class MonitorApp(App[int]):
         self.grid.tick(now)
         self._show_cooling()
         self.summary.show(elapsed=now - self.started_at, snapshot=self.tally.snapshot())
+        self._show_rate(now)
         if self.read_only is not None and self.engine_error is None:
             self.summary.show(read_only_note=self._read_only_note())
 
+    def _show_rate(self, now: float) -> None:
+        """The header's sparkline: requests answered in each of the last 30 minutes, and the busiest minute."""
+        counts = self.tally.answered_per_minute(now, SPARK_MINUTES)
+        if counts != list(self.sparkline.data or ()):
+            self.sparkline.data = counts
+            self.rate_label.update(f"answered/min · max {count(max(counts))}")
+
+    # ---- theme -----------------------------------------------------------------------------------
+
+    def _restore_theme(self) -> None:
+        """Use the theme remembered from an earlier run, if any (a bad file is reported, not fatal)."""
+        if self.theme_file is not None:
+            try:
+                name = load_theme(self.theme_file)
+            except (OSError, ValueError) as exc:
+                self._log(Level.WARNING, f"theme not restored: {exc}")
+                name = None
+            if name is not None:
+                if name in self.available_themes:
+                    self.theme = name
+                else:
+                    self._log(Level.WARNING, f"{self.theme_file}: no theme named {name!r}; using {self.theme}")
+        self._theme_loaded = True
+
+    def watch_theme(self, name: str) -> None:
+        """A theme chosen (the palette's Theme command): remember it for the next run."""
+        if self._theme_loaded and self.theme_file is not None:
+            try:
+                save_theme(self.theme_file, name)
+            except OSError as exc:
+                self._log(Level.WARNING, f"theme not remembered: cannot write {self.theme_file}: {exc}")
+
     # ---- keys ------------------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's Theme and Quit, and the product's own help; the product's commands come from RunCommands."""
+        yield SystemCommand("Theme", "Change the colour theme (remembered for the next run)", self.action_change_theme)
+        yield SystemCommand("Keys", "Show every key", self.action_help)
+        yield SystemCommand("Quit", "Stop cleanly (checkpoint saved) and leave (q)", self.action_quit)
+
+    @property
+    def can_act(self) -> bool:
+        """True when commands may go to the engine: not read-only, running, not stopping."""
+        return self.read_only is None and self.engine_running and not self._stopping
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and event.key == "ctrl+c" and not event.is_forwarded:
@@ -502,6 +573,57 @@ class MonitorApp(App[int]):
             stage = rec.stage.value if rec else "unknown"
             self.notify(f"{batch_id} is {stage}: only failed, cancelled, expired or skipped batches can be "
                         "retried", severity="warning", markup=False)
+
+    def action_retry_failed(self) -> None:
+        """Retry every failed, cancelled or expired batch (each as `r` would)."""
+        if not self.can_act:
+            return
+        failed = [rec.batch_id for rec in self.grid.model.records.values() if rec.stage in RETRYABLE]
+        again = [batch_id for batch_id in failed if self.engine.retry(batch_id)]
+        if again:
+            self.notify(f"{len(again)} failed batch(es) submitted again", markup=False)
+        else:
+            self.notify("no failed, cancelled or expired batch to retry", severity="warning", markup=False)
+
+    def action_sort_by(self, key: str) -> None:
+        """Sort the grid by one column."""
+        self.grid.sort_by(key)
+        self._title_grid()
+
+    def action_filter_stage(self, stage: str) -> None:
+        """Show only the batches in `stage` (the filter bar shows `stage:<name>`; Esc shows all)."""
+        text = f"{STAGE_PREFIX}{stage}"
+        self.filter_bar.add_class("-shown")
+        with self.filter_bar.prevent(Input.Changed):
+            self.filter_bar.value = text
+        self.grid.set_filter(text)
+        self._title_grid()
+        self.screen.set_focus(self.grid)
+        self.refresh_bindings()
+
+    def action_results_path(self) -> None:
+        """Show the selected batch's results file path and copy it to the clipboard."""
+        batch_id = self._target()
+        rec = self._record(batch_id) if batch_id else None
+        if rec is None:
+            return
+        if not rec.result_path:
+            self.notify(f"{batch_id} has no results file yet ({rec.stage.value})", severity="warning", markup=False)
+            return
+        self.copy_to_clipboard(rec.result_path)
+        self.notify(f"{batch_id} results (copied): {rec.result_path}", markup=False, timeout=10)
+
+    def action_copy_job(self) -> None:
+        """Copy the selected batch's job name to the clipboard."""
+        batch_id = self._target()
+        rec = self._record(batch_id) if batch_id else None
+        if rec is None:
+            return
+        if not rec.job_name:
+            self.notify(f"{batch_id} has no job yet ({rec.stage.value})", severity="warning", markup=False)
+            return
+        self.copy_to_clipboard(rec.job_name)
+        self.notify(f"copied {rec.job_name}", markup=False)
 
     def action_skip(self) -> None:
         batch_id = self._target()
@@ -613,7 +735,7 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
                 file_log(LogLine(time.time(), Level.WARNING, f"retry: {text}"))
 
     engine = build_engine(settings, api_key, on_retry=on_retry)
-    app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True)
+    app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True, theme_file=theme_file())
     holder.append(app)
     report = subscribe_run_log(engine, file_log, "UI", active=lambda: app.read_only is None)
     write = app.write_escapes if settings.notify.terminal != "off" else None

@@ -136,6 +136,7 @@ SORTS: dict[str, tuple[str, Callable[[BatchRecord], Any] | None]] = {
     "updated": ("last change", lambda r: -r.updated_at),
 }
 SORT_ORDER = tuple(SORTS)
+STAGE_PREFIX = "stage:"  # a filter that names one stage exactly
 
 
 class GridModel:
@@ -165,6 +166,8 @@ class GridModel:
         if not self.filter_text:
             return True
         needle = self.filter_text
+        if needle.startswith(STAGE_PREFIX):  # `stage:failed`: that stage only (not errors that say "failed")
+            return rec.stage.value == needle[len(STAGE_PREFIX):].strip()
         return any(
             needle in text.lower()
             for text in (rec.batch_id, rec.stage.value, rec.last_error or "", rec.job_name or "")
@@ -227,6 +230,13 @@ class GridModel:
         if text != self.filter_text:
             self.filter_text = text
             self.rebuild()
+
+    def sort_by(self, key: str) -> None:
+        """Sort by the column `key` (a key of SORTS)."""
+        if key not in SORTS:
+            raise ValueError(f"no sort {key!r}; the sorts are {', '.join(SORTS)}")
+        self.sort_key = key
+        self.rebuild()
 
     def cycle_sort(self) -> None:
         """Sort by the next column."""

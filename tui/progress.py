@@ -10,6 +10,7 @@ from gembatch.core.model import BatchRecord, Stage
 FAILED_STAGES = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED, Stage.REJECTED})
 RATE_WINDOW = 600.0  # seconds of history behind the estimate of time left
 RATE_MIN_SPAN = 5.0  # no estimate from less history than this
+MINUTES_KEPT = 60  # per-minute progress kept for the header's sparkline
 
 
 def requests_done(rec: BatchRecord) -> int:
@@ -53,6 +54,7 @@ class RunTally:
         self.requests_done = 0
         self._samples: deque[tuple[float, int]] = deque()
         self._arrived_done = 0
+        self._minutes: deque[tuple[int, int]] = deque()  # (minute, progress at its last sample), oldest first
 
     @property
     def files_total(self) -> int:
@@ -84,6 +86,25 @@ class RunTally:
         self._samples.append((now, self.requests_done - self._arrived_done))
         while self._samples and now - self._samples[0][0] > RATE_WINDOW:
             self._samples.popleft()
+        minute, progress = int(now // 60), self.requests_done - self._arrived_done
+        if self._minutes and self._minutes[-1][0] == minute:
+            self._minutes[-1] = (minute, progress)
+        else:
+            self._minutes.append((minute, progress))
+            while len(self._minutes) > MINUTES_KEPT:
+                self._minutes.popleft()
+
+    def answered_per_minute(self, now: float, minutes: int) -> list[int]:
+        """Requests answered in each of the last `minutes` minutes up to `now`'s, oldest first (0 when idle)."""
+        last = int(now // 60)
+        first = last - minutes + 1
+        counts = [0] * minutes
+        before = 0  # progress at the last sample of the minute before
+        for minute, progress in self._minutes:
+            if minute >= first and minute <= last:
+                counts[minute - first] = max(0, progress - before)
+            before = progress
+        return counts
 
     def seconds_left(self) -> float | None:
         """Requests left divided by the recent rate; None while there is no rate to go by."""

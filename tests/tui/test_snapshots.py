@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from gembatch.core.checkpoint import CheckpointLocked, CheckpointStore, LockHolder, RunState
 from gembatch.tui.app import MonitorApp
+from gembatch.tui.commands import palette_commands
+from textual.command import CommandPalette
+from textual.fuzzy import Matcher
 from textual.pilot import Pilot
 
 from .conftest import wait_until
@@ -71,6 +74,20 @@ def test_help_screen(snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(app_on(FakeEngine()), terminal_size=SIZE, run_before=open_help)
+
+
+def test_command_palette(snap_compare) -> None:
+    async def open_palette(pilot: Pilot) -> None:
+        await settled(pilot)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), 5, "the palette")
+        palette = pilot.app.screen
+        await pilot.press(*"batch")  # hits from one provider only: the order does not depend on which answers first
+        wanted = sum(Matcher("batch").match(c.title) > 0 for c in palette_commands(pilot.app))
+        await wait_until(pilot, lambda: palette.query_one("CommandList").option_count == wanted, 5, "the commands")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_on(FakeEngine()), terminal_size=SIZE, run_before=open_palette)
 
 
 def test_paused(snap_compare) -> None:

@@ -143,6 +143,11 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
         self.model.set_filter(text)
         self._after_rebuild()
 
+    def sort_by(self, key: str) -> None:
+        """Sort by the column `key`."""
+        self.model.sort_by(key)
+        self._after_rebuild()
+
     def cycle_sort(self) -> None:
         """Sort by the next column."""
         self.model.cycle_sort()
@@ -339,8 +344,9 @@ class BatchGrid(ScrollView, can_focus=True, inherit_bindings=False):
             return
         row = round(self.scroll_offset.y) + offset.y - 1
         if row < len(self.model.view):
+            was_selected = row == self.cursor and self._selected is not None
             self._move_to(row)
-            if event.chain >= 2:
+            if event.chain >= 2 or (was_selected and event.chain == 1):  # a click on the selected row opens it
                 self.action_open()
 
 
