@@ -217,9 +217,9 @@ class Admission:
     def others_seen(self, states: dict[str, int], recent_creates: list[float], now: float) -> None:
         """What a batches.list walk saw of jobs that are not ours: unended ones by state, and their create times."""
         active = sum(states.values())
-        if active < self._others_active:  # jobs that held part of the quota ended: limits learned under them
-            for quota, held in list(self._under_others.items()):  # may be probed now
-                if active < held:
+        if active < self._others_active:  # jobs that held part of the quota ended: what was learned while they
+            for quota in _HOLDING:  # held it (or before we saw them) may be probed now
+                if quota in self._under_others or quota not in self._sure:
                     self._last_refused.pop(quota, None)
                     self._wrong_probes.pop(quota, None)
             self._suspect = None
@@ -304,7 +304,8 @@ class Admission:
             doublings = min(self._strikes - 1, _MAX_DOUBLINGS)
             delay = min(self.settings.cool_down_seconds * 2**doublings, self.settings.cool_down_max_seconds)
         self._cool_until = now + delay
-        self._cool_quota = quota if quota is not Quota.UNKNOWN or len(verdict.quotas) != 1 else verdict.quotas[0]
+        # a bare 429 shows as the most likely quota (the belief says how sure)
+        self._cool_quota = quota if quota is not Quota.UNKNOWN or not verdict.quotas else verdict.quotas[0]
         self._cool_ends_with_job = ends_with_job
         return self._cool_until
 
@@ -482,8 +483,12 @@ class Admission:
             if now >= ready_at:
                 return self._offer_probe(blocks[0][0])
             blocked = blocks[0][0]
-            if blocked.retry_at is None or ready_at < blocked.retry_at:
-                blocks[0] = (Decision(False, blocked.reason, blocked.quota, ready_at), True)
+            reason = blocked.reason
+            if blocked.quota not in self._sure:
+                how = "held by others" if blocked.quota in self._under_others else "guess"
+                reason = f"{reason} ({how}; probe after {_utc(ready_at)} UTC)"
+            retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
+            blocks[0] = (Decision(False, reason, blocked.quota, retry_at), True)
             suspect = self._suspect
             if (suspect is not None and not suspect.window_probed
                     and all(d.quota in _HOLDING for d, _ in blocks)):

@@ -1057,8 +1057,8 @@ class Engine:
             self._log_verdict()
             rec.last_error = str(exc)
             self._set(rec, Stage.UPLOADED, f"rate-limited ({exc.quota}); cooling down", Level.WARNING)
-            self._cooling = exc.quota
-            self.bus.publish(CoolDownStarted(self.clock(), exc.quota, until, str(exc)))
+            self._cooling = self.admission.cool_down_quota or exc.quota  # a bare 429 read from our state
+            self.bus.publish(CoolDownStarted(self.clock(), self._cooling, until, str(exc)))
             self._publish_admission()
             return
         except Transient as exc:  # never reached the server

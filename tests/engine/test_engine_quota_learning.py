@@ -154,3 +154,48 @@ async def test_a_restart_keeps_its_creates_window_and_does_not_crawl(tmp_path: P
     assert engine.state is not None and engine.state.learned.get("creates_per_minute", 5) >= 5
     assert refused <= 3
     assert all(rec.stage is Stage.DOWNLOADED for rec in engine.records.values())
+
+
+async def test_a_budget_learned_under_other_jobs_rises_once_they_end(tmp_path: Path, emulator) -> None:
+    """Another script's jobs hold most of the token limit at the start and end later: the budget learned
+    meanwhile is held as uncertain and rises when they end; the other jobs are counted and never touched."""
+    from ..emulator.conftest import jsonl, make_client, upload
+
+    paths = write_batch_files(tmp_path / "in", files=12, requests=10, pad=20)
+    one_job = job_tokens(paths[0])
+    limit = one_job * 4 + one_job // 2  # four of our jobs fit
+    emulator.settings.enqueued_token_limit = limit
+    emulator.settings.running_seconds = 1.0
+    client = make_client(emulator.base_url)
+    for i in range(2):  # two other jobs, of about one of ours each, that run for a while
+        source = upload(client, jsonl(10, prefix=f"other{i}", pad=22), display_name=f"someone-else-{i}")
+        client.batches.create(model="gemini-2.5-flash", src=source.name, config={"display_name": f"someone-else-{i}"})
+    emulator.settings.running_seconds = 0.6
+    held = sum(job["tokens"] for job in emulator.jobs())
+    assert held >= one_job * 2 - 40  # about two of ours: the engine first meets a budget of about two jobs
+    settings = engine_settings(tmp_path, emulator.base_url)
+    seen: list[tuple[int, int | None]] = []
+
+    def watch(event) -> None:
+        from gembatch.core.events import AdmissionChanged
+
+        if isinstance(event, AdmissionChanged):
+            seen.append((event.figures.other_jobs, event.figures.token_budget))
+
+    code, engine, _ = await run_engine(settings, timeout=120, hooks=(watch,))
+
+    assert code == EXIT_OK
+    made = assert_one_job_per_attempt(emulator)
+    assert sum(1 for name in made if name.startswith("gembatch-")) == 12
+    under_others = [budget for other, budget in seen if other and budget is not None]
+    assert under_others, "the engine never saw the other jobs while it held a budget"
+    adm = engine.admission
+    print(f"others held {held} of {limit}: budget while they ran {min(under_others)}, "
+          f"at the end {adm.token_budget}; {rate_limited_creates(emulator)} 429s; {adm.belief(engine.clock())}")
+    assert min(under_others) < limit - held + one_job  # learned low while the others held their share
+    assert adm.token_budget is not None and adm.token_budget >= limit - one_job  # and it rose once they ended
+    assert adm.token_budget <= limit
+    calls = [e for e in emulator.journal() if e.kind in ("batches.cancel", "batches.delete")]
+    assert not calls  # the other jobs were never touched
+    theirs = [job for job in emulator.jobs() if job["display_name"].startswith("someone-else")]
+    assert len(theirs) == 2 and not any(job["deleted"] or "CANCELLED" in str(job["state"]) for job in theirs)
