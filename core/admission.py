@@ -1,7 +1,13 @@
 """When the next batch create may go: concurrent jobs, enqueued-token budget, creates per minute, cool-down.
 
 Pure logic: no I/O, the clock is passed in (unix seconds). The engine tells it what happens (a job started or
-ended, a create was sent, accepted or refused with a 429) and asks `decide` before each create.
+ended, a create was sent, accepted or refused with a 429, what other jobs the account holds) and asks `decide`
+before each create.
+
+The service's batch 429s rarely name their quota, so a 429 is classified from our own state (`Verdict`): which
+limits it can be, given what the server has already accepted for us, and how sure that is. Learned limits are
+never a ceiling: a limit that is only guessed, was learned while other jobs held part of the quota, or came from
+the checkpoint is probed upward one create at a time (a wrong probe costs one 429).
 """
 
 from __future__ import annotations
@@ -18,12 +24,23 @@ if TYPE_CHECKING:
 
 WINDOW = 60.0  # seconds of the creates-per-minute window (sliding)
 _MAX_DOUBLINGS = 30
+_RESTORED_LATENESS = 1.0  # a create restored from the checkpoint may have reached the server this much later
 
 # keys of `learned()`, kept in the checkpoint across restarts
 LEARNED_TOKEN_BUDGET = "token_budget"
 LEARNED_MAX_JOBS = "max_jobs"
 LEARNED_CREATES_PER_MINUTE = "creates_per_minute"
 LEARNED_ACCEPTED_TOKENS = "accepted_tokens_max"  # the most tokens the server ever held for us at once
+LEARNED_ACCEPTED_JOBS = "accepted_jobs_max"  # the most jobs the server ever held for us at once
+LEARNED_ACCEPTED_CREATES = "accepted_creates_max"  # the most creates it ever accepted in one window
+OTHER_JOBS_PENDING = "other_jobs_pending"  # jobs on the account that are not this run's, as the last poll saw
+OTHER_JOBS_RUNNING = "other_jobs_running"
+OTHER_JOBS_SEEN_AT = "other_jobs_seen_at"
+
+_LIMIT_KEYS = {Quota.ENQUEUED_TOKENS: LEARNED_TOKEN_BUDGET, Quota.CONCURRENT_JOBS: LEARNED_MAX_JOBS,
+               Quota.CREATES_PER_MINUTE: LEARNED_CREATES_PER_MINUTE}
+_PRIOR = (Quota.ENQUEUED_TOKENS, Quota.CONCURRENT_JOBS, Quota.CREATES_PER_MINUTE)  # most likely first (protocol 6.1)
+_HOLDING = (Quota.ENQUEUED_TOKENS, Quota.CONCURRENT_JOBS)  # quotas that a job ending frees
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,18 @@ class Decision:
     reason: str | None = None
     quota: Quota | None = None
     retry_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Which quota a 429 most likely hit, how sure admission is, and why.
+
+    confidence: "named" (the 429 said), "sure" (one explanation fits our state), "guess" (several fit; all of
+    them are held until a probe or a later answer tells them apart), "none" (nothing of ours explains it)."""
+
+    quotas: tuple[Quota, ...]
+    confidence: str
+    why: str
 
 
 _SHORT_QUOTA = {  # fits the uploads pane at 80 columns
@@ -61,6 +90,10 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def _utc(at: float) -> str:
+    return time.strftime("%H:%M", time.gmtime(at))
+
+
 def _positive_int(value: object) -> int | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
         return int(value)
@@ -72,8 +105,20 @@ def _smallest(*limits: int | None) -> int | None:
     return min(known) if known else None
 
 
+@dataclass
+class _Suspect:
+    """A 429 guessed to be a holding quota while the create window could explain it too: if a create is then
+    accepted and the next poll finds no job of ours ended, time alone freed the quota, so it was the window."""
+
+    count: int  # creates in the window when it was refused
+    saved: dict[Quota, int | None]  # the holding limits before the guess, to put back
+    saved_sure: set[Quota]
+    window_probed: bool = False
+    accepted_at: float | None = None  # a create was accepted since, with no job of ours seen ending
+
+
 class Admission:
-    """Admission control for creates: hard gates from settings and from what the server's 429s taught us."""
+    """Admission control for creates: hard gates from settings, soft gates from what the server taught us."""
 
     def __init__(self, settings: AdmissionSettings, *, learned: dict | None = None) -> None:
         self.settings = settings
@@ -87,12 +132,39 @@ class Admission:
         self._budget = _positive_int(learned.get(LEARNED_TOKEN_BUDGET))
         self._max_jobs = _positive_int(learned.get(LEARNED_MAX_JOBS))
         self._rate = _positive_int(learned.get(LEARNED_CREATES_PER_MINUTE))
+        self._drop_below_settings()
         self._accepted_tokens = _positive_int(learned.get(LEARNED_ACCEPTED_TOKENS)) or 0
+        self._accepted_jobs = _positive_int(learned.get(LEARNED_ACCEPTED_JOBS)) or 0
+        self._accepted_creates = _positive_int(learned.get(LEARNED_ACCEPTED_CREATES)) or 0
+        # What we believe of each learned limit: sure ones are probed only after `probe_after_seconds`.
+        self._sure: set[Quota] = set()  # loaded values are a starting point: not sure
+        self._learned_at: dict[Quota, float] = {}
+        self._under_others: dict[Quota, int] = {}  # quota -> other jobs active when it was learned
+        self._guessed_with: dict[Quota, frozenset[Quota]] = {}  # a guessed limit -> the quotas its 429 fitted
+        self._last_refused: dict[Quota, float] = {}  # the last 429 put on each quota
+        self._wrong_probes: dict[Quota, int] = {}  # probes refused in a row: the quiet period doubles
+        self._offer: Quota | None = None  # the last `decide` admitted a probe of this quota
+        self._probe: tuple[Quota, str | None] | None = None  # the probe in flight: its quota and batch
+        self._suspect: _Suspect | None = None
+        self._unconfirmed: list[tuple[float, frozenset[str], int]] = []  # (accepted at, jobs held, their tokens)
+        self._verdict: Verdict | None = None
+        self._others_active = 0
+        self._others_states: dict[str, int] = {}
+        self._others_recent: list[float] = []  # create times of other jobs within the window
+        self._others_seen_at: float | None = None
         self._cool_until: float | None = None
         self._cool_quota: Quota | None = None
         self._cool_ends_with_job = False  # the quota frees when a job of ours ends, not when time passes
         self._strikes = 0  # 429s since the last accepted create or job end: the cool-down doubles with each
         self._rate_limited_total = 0
+
+    def _drop_below_settings(self) -> None:
+        """A token budget or a rate the user set beats a lower one learned before: the user asked for more (a
+        raised tier, say). max_concurrent_jobs is our own ceiling, not a statement of the server's limit."""
+        if self.settings.token_budget and self._budget and self._budget < self.settings.token_budget:
+            self._budget = None
+        if self.settings.creates_per_minute and self._rate and self._rate < self.settings.creates_per_minute:
+            self._rate = None
 
     # ---- what happened -------------------------------------------------------------------------
 
@@ -117,8 +189,9 @@ class Admission:
             self._last_started = None
         if batch_id in self._unanswered:
             self._unanswered.discard(batch_id)  # refused or never sent: nothing was freed on the server
-            return
+            return  # a probe whose create never left is dropped by the next `decide`
         self._strikes = 0
+        self._suspect = None  # a job ended: acceptance from now on tells the quotas apart no more
         if self._cool_until is not None and self._cool_ends_with_job:
             self._end_cool_down()  # waiting does not free these quotas, a finished job does
 
@@ -131,6 +204,30 @@ class Admission:
         self._last_started = None
         if target in self._jobs:
             self._unanswered.add(target)
+        if self._offer is not None:
+            self._probe = (self._offer, target)
+            self._offer = None
+
+    def creates_restored(self, times: list[float], now: float) -> None:
+        """Creates this run made before a restart (checkpoint intents), so the window is right from the start."""
+        self._expire(now)
+        recent = sorted(t + _RESTORED_LATENESS for t in times if t + _RESTORED_LATENESS > now - WINDOW)
+        self._sent = deque(sorted([*self._sent, *(min(t, now) for t in recent)]))
+
+    def others_seen(self, states: dict[str, int], recent_creates: list[float], now: float) -> None:
+        """What a batches.list walk saw of jobs that are not ours: unended ones by state, and their create times."""
+        active = sum(states.values())
+        if active < self._others_active:  # jobs that held part of the quota ended: what was learned while they
+            for quota in _HOLDING:  # held it (or before we saw them) may be probed now
+                if quota in self._under_others or quota not in self._sure:
+                    self._last_refused.pop(quota, None)
+                    self._wrong_probes.pop(quota, None)
+            self._suspect = None
+        if states != self._others_states or self._others_seen_at is None:
+            self._others_seen_at = now  # when the counts last changed (kept in the checkpoint)
+        self._others_active = active
+        self._others_states = dict(states)
+        self._others_recent = sorted(t for t in recent_creates if t > now - WINDOW)
 
     def create_accepted(self, batch_id: str, tokens: int, now: float) -> None:
         """The server created the job; what it now holds for us proves the limits are at least that high."""
@@ -147,14 +244,40 @@ class Admission:
             # until the answer time plus WINDOW, so that we never think a slot is free before the server does
             self._sent[-1] = max(self._sent[-1], now)
             self._sent_for = None
-        held_tokens, held_jobs = self._held()
-        self._accepted_tokens = max(self._accepted_tokens, held_tokens)
-        if self._budget is not None and held_tokens > self._budget:
-            self._budget = held_tokens
-        if self._max_jobs is not None and held_jobs > self._max_jobs:
-            self._max_jobs = held_jobs
-        if self._rate is not None and len(self._sent) > self._rate:
-            self._rate = len(self._sent)
+        if self._suspect is not None and self._suspect.accepted_at is None:
+            self._suspect.accepted_at = now  # time alone freed it, if no job of ours had ended: the next poll says
+        if self._probe is not None and self._probe[1] in (batch_id, None):
+            self._wrong_probes.pop(self._probe[0], None)
+            self._probe = None
+        creates = self._window_count()
+        self._accepted_creates = max(self._accepted_creates, creates)
+        if self._rate is not None and creates > self._rate:
+            self._rate = creates
+        # a job of ours may have ended on the server before the poll shows it: what we hold now proves a limit
+        # only once a later poll finds every one of these jobs still unended
+        held = frozenset(b for b in self._jobs if b not in self._unanswered)
+        self._unconfirmed.append((now, held, sum(self._jobs[b] for b in held)))
+
+    def poll_seen(self, started_at: float) -> None:
+        """A poll that began at `started_at` brought every job of ours up to date: what was accepted before it,
+        with none of those jobs ended since, is proof of the limits."""
+        keep = []
+        for accepted_at, held, tokens in self._unconfirmed:
+            if accepted_at > started_at:
+                keep.append((accepted_at, held, tokens))
+                continue
+            if not held <= self._jobs.keys():
+                continue  # one of them ended: it may have ended before the accept
+            self._accepted_tokens = max(self._accepted_tokens, tokens)
+            self._accepted_jobs = max(self._accepted_jobs, len(held))
+            if self._budget is not None and tokens > self._budget:
+                self._budget = tokens
+            if self._max_jobs is not None and len(held) > self._max_jobs:
+                self._max_jobs = len(held)
+        self._unconfirmed = keep
+        suspect = self._suspect
+        if suspect is not None and suspect.accepted_at is not None and suspect.accepted_at <= started_at:
+            self._window_was_it(started_at)
 
     def rate_limited(self, quota: Quota, retry_delay: float | None, tokens: int, now: float) -> float:
         """A create got a 429: learn from it and start a cool-down; returns its deadline (unix time).
@@ -167,60 +290,237 @@ class Admission:
         if self._sent:
             self._sent.pop()  # the refused create: the server counts accepted creates only
             self._sent_for = None
-        held_tokens, held_jobs = self._held()
-        ends_with_job = False
-        if quota is Quota.ENQUEUED_TOKENS or (quota is Quota.UNKNOWN and held_jobs > 0):
-            learned = max(held_tokens, self._accepted_tokens)
-            if learned > 0:
-                self._budget = learned
-            ends_with_job = held_jobs > 0
-        elif quota is Quota.CONCURRENT_JOBS:
-            if held_jobs > 0:
-                self._max_jobs = held_jobs
-            ends_with_job = held_jobs > 0
-        elif quota is Quota.CREATES_PER_MINUTE:
-            self._rate = max(1, len(self._sent))
+        verdict = self.classify(quota, tokens)
+        probe, self._probe, self._offer = self._probe, None, None
+        if probe is not None:
+            self._wrong_probes[probe[0]] = self._wrong_probes.get(probe[0], 0) + 1
+        self._verdict = verdict
+        self._learn(verdict, now)
+        held_jobs = self._held()[1]
+        ends_with_job = held_jobs > 0 and any(q in _HOLDING for q in verdict.quotas)
         if retry_delay is not None and retry_delay >= 0:
             delay = retry_delay
         else:
             doublings = min(self._strikes - 1, _MAX_DOUBLINGS)
             delay = min(self.settings.cool_down_seconds * 2**doublings, self.settings.cool_down_max_seconds)
         self._cool_until = now + delay
-        self._cool_quota = quota
+        # a bare 429 shows as the most likely quota (the belief says how sure)
+        self._cool_quota = quota if quota is not Quota.UNKNOWN or not verdict.quotas else verdict.quotas[0]
         self._cool_ends_with_job = ends_with_job
         return self._cool_until
+
+    # ---- the 429's meaning ---------------------------------------------------------------------
+
+    def classify(self, quota: Quota, tokens: int) -> Verdict:
+        """Which quota a 429 on a create of `tokens` most likely hit, from what we hold now (refused job left out)."""
+        held_tokens, held_jobs = self._held()
+        creates = self._window_count()
+        state = (f"{held_jobs} jobs, {format_tokens(held_tokens)} tokens held, "
+                 f"{creates} creates in the last minute")
+        if quota is not Quota.UNKNOWN:
+            return Verdict((quota,), "named", f"the 429 names it ({state})")
+        others = self._others_active > 0
+        probed = self._probe[0] if self._probe is not None else None
+        window_probe = self._suspect is not None and self._suspect.window_probed and probed in _HOLDING
+        plausible: dict[Quota, bool] = {
+            # the server has held more for us before, so this is not the limit (unless others' jobs take a share)
+            Quota.ENQUEUED_TOKENS: held_jobs > 0 and (held_tokens + tokens > self._accepted_tokens or others),
+            Quota.CONCURRENT_JOBS: held_jobs > 0 and (held_jobs >= self._accepted_jobs or others),
+            Quota.CREATES_PER_MINUTE: creates > 0 and creates >= self._accepted_creates and not window_probe,
+        }
+        limits = {Quota.ENQUEUED_TOKENS: (self.token_budget, held_tokens + tokens),
+                  Quota.CONCURRENT_JOBS: (self.max_jobs, held_jobs + 1),
+                  Quota.CREATES_PER_MINUTE: (self.creates_per_minute, creates + 1)}
+        binding = [q for q in _PRIOR if plausible[q] and limits[q][0] is not None and limits[q][1] > limits[q][0]]
+        known = tuple(q for q in binding
+                      if q in self._sure or limits[q][1] > (self._set_limit_of(q) or limits[q][1]))
+        if known:  # a limit we know for sure (or the user told us) was reached: that is what fired
+            return Verdict(known, "sure", f"{' and '.join(_SHORT_QUOTA[q] for q in known)} reached ({state})")
+        for q in _PRIOR:  # a sure limit far from binding did not fire
+            if q in self._sure and q not in binding and not (others and q in _HOLDING):
+                plausible[q] = False
+        order = ([probed] if probed is not None else []) + binding + list(_PRIOR)
+        candidates = tuple(dict.fromkeys(q for q in order if plausible[q]))
+        if not candidates:
+            why = "other jobs on the account hold the quota" if others else "nothing of ours explains it"
+            return Verdict((), "none", f"{why} ({state})")
+        if len(candidates) == 1:
+            return Verdict(candidates, "sure", f"only {_SHORT_QUOTA[candidates[0]]} fits ({state})")
+        names = " or ".join(_SHORT_QUOTA[q] for q in candidates)
+        return Verdict(candidates, "guess", f"{names} ({state})")
+
+    def _learn(self, verdict: Verdict, now: float) -> None:
+        held_tokens, held_jobs = self._held()
+        creates = self._window_count()
+        sure = verdict.confidence in ("named", "sure") and self._others_active == 0
+        quotas = verdict.quotas
+        if verdict.confidence == "guess":
+            # hold every holding quota that fits (a probe or a later answer tells them apart); the window is
+            # only suspected, since time alone frees it and shows it (`_window_was_it`)
+            held = tuple(q for q in quotas if q in _HOLDING)
+            if Quota.CREATES_PER_MINUTE in quotas and held:
+                self._suspect = _Suspect(creates, {q: self._limit(q) for q in _HOLDING}, set(self._sure))
+            quotas = held or quotas
+        for quota in quotas:
+            if quota is Quota.ENQUEUED_TOKENS:
+                value = max(held_tokens, self._accepted_tokens)
+            elif quota is Quota.CONCURRENT_JOBS:
+                value = held_jobs
+            elif quota is Quota.CREATES_PER_MINUTE:
+                value = creates  # never 1 per minute from a window we cannot see: an empty one teaches nothing
+            else:
+                continue
+            if value <= 0:
+                continue
+            self._set_limit(quota, value)
+            self._learned_at[quota] = now
+            self._last_refused[quota] = now
+            if sure:
+                self._sure.add(quota)
+                self._guessed_with.pop(quota, None)
+                self._drop_guesses_explained_by(quota)
+            else:
+                self._sure.discard(quota)
+                self._guessed_with[quota] = frozenset(verdict.quotas)
+            if self._others_active:
+                self._under_others[quota] = self._others_active
+            else:
+                self._under_others.pop(quota, None)
+
+    def _window_was_it(self, now: float) -> None:
+        """Accepted with no job of ours ended since a guessed 429: time freed the quota, so it was the window."""
+        suspect, self._suspect = self._suspect, None
+        assert suspect is not None
+        for quota, value in suspect.saved.items():
+            self._set_limit(quota, value)
+            if quota in suspect.saved_sure:
+                self._sure.add(quota)
+            else:
+                self._sure.discard(quota)
+        if suspect.count > 0:
+            self._rate = suspect.count
+            self._learned_at[Quota.CREATES_PER_MINUTE] = now
+            if self._others_active == 0:
+                self._sure.add(Quota.CREATES_PER_MINUTE)
+                self._drop_guesses_explained_by(Quota.CREATES_PER_MINUTE)
+        self._verdict = Verdict((Quota.CREATES_PER_MINUTE,), "sure",
+                                f"time alone freed it: creates/min {suspect.count}")
+
+    def _drop_guesses_explained_by(self, quota: Quota) -> None:
+        """`quota` is now known to be what fired: guesses made from 429s that it could explain go."""
+        for other, fitted in list(self._guessed_with.items()):
+            if other is not quota and quota in fitted and other not in self._sure:
+                self._set_limit(other, None)
+                del self._guessed_with[other]
+
+    def _set_limit_of(self, quota: Quota) -> int | None:
+        settings = self.settings
+        value = {Quota.ENQUEUED_TOKENS: settings.token_budget, Quota.CONCURRENT_JOBS: settings.max_concurrent_jobs,
+                 Quota.CREATES_PER_MINUTE: settings.creates_per_minute}[quota]
+        return value if value and value > 0 else None
+
+    def _limit(self, quota: Quota) -> int | None:
+        return {Quota.ENQUEUED_TOKENS: self._budget, Quota.CONCURRENT_JOBS: self._max_jobs,
+                Quota.CREATES_PER_MINUTE: self._rate}[quota]
+
+    def _set_limit(self, quota: Quota, value: int | None) -> None:
+        if quota is Quota.ENQUEUED_TOKENS:
+            self._budget = value
+        elif quota is Quota.CONCURRENT_JOBS:
+            self._max_jobs = value
+        elif quota is Quota.CREATES_PER_MINUTE:
+            self._rate = value
 
     # ---- the question --------------------------------------------------------------------------
 
     def decide(self, tokens: int, now: float) -> Decision:
-        """May a create of a job of `tokens` estimated tokens go now?"""
+        """May a create of a job of `tokens` estimated tokens go now? A probe of a learned limit is admitted
+        as `Decision(True, "probing ...", quota)`: one create at a time past exactly one learned gate."""
         self._expire(now)
+        self._offer = None
+        if self._probe is not None and self._probe[1] not in self._jobs:
+            self._probe = None  # its create never reached the server
         if self._cool_until is not None:
             return Decision(False, f"cooling ({_SHORT_QUOTA[self._cool_quota]}) to {_clock(self._cool_until)}",
                             self._cool_quota, self._cool_until)
+        blocks: list[tuple[Decision, bool]] = []  # (why not, whether a learned limit that a probe may test)
         jobs = len(self._jobs)
-        if jobs == 0:  # nothing of ours to wait for: let the server judge (a job above the budget never starves)
-            return self._decide_rate()
-        cap = self.max_jobs
-        if cap is not None and jobs >= cap:
-            return Decision(False, f"concurrent cap {jobs}/{cap}", Quota.CONCURRENT_JOBS)
-        budget = self.token_budget
-        if budget is not None and self._tokens + tokens > budget:
-            return Decision(
-                False,
-                f"token budget {format_tokens(self._tokens)}/{format_tokens(budget)} + {format_tokens(tokens)}",
-                Quota.ENQUEUED_TOKENS,
-            )
-        return self._decide_rate()
+        if jobs:  # with nothing of ours to wait for, let the server judge (a job above the budget never starves)
+            setting = self.settings.max_concurrent_jobs if (self.settings.max_concurrent_jobs or 0) > 0 else None
+            for limit, soft in ((setting, False), (self._max_jobs, True)):
+                if limit is not None and jobs >= limit:
+                    blocks.append((Decision(False, f"concurrent cap {jobs}/{self.max_jobs}",
+                                            Quota.CONCURRENT_JOBS), soft))
+                    break
+            for limit, soft in ((self.settings.token_budget, False), (self._budget, True)):
+                if limit is not None and self._tokens + tokens > limit:
+                    budget = self.token_budget or limit
+                    reason = (f"token budget {format_tokens(self._tokens)}/{format_tokens(budget)}"
+                              f" + {format_tokens(tokens)}")
+                    blocks.append((Decision(False, reason, Quota.ENQUEUED_TOKENS), soft))
+                    break
+        count = self._window_count()
+        for limit, soft in ((self.settings.creates_per_minute, False), (self._rate, True)):
+            if limit is not None and count >= limit:
+                limit_now = self.creates_per_minute or limit
+                ours = sorted([*self._sent, *self._others_recent])
+                retry_at = ours[count - limit_now] + WINDOW if count >= limit_now else None
+                blocks.append((Decision(False, f"creates/min {count}/{limit_now}", Quota.CREATES_PER_MINUTE,
+                                        retry_at), soft))
+                break
+        if not blocks:
+            return ADMIT
+        hard = [d for d, soft in blocks if not soft]
+        if hard:
+            return hard[0]
+        if self._probe is None:
+            # every gate in the way is learned: past all of them, one create at a time (if they were learned
+            # together from one 429 they are tried together; a wrong probe costs one 429)
+            ready_at = max(self._probe_ready_at(d.quota) for d, _ in blocks)
+            if len(blocks) > 1:  # past several gates a probe cannot tell them apart: only a risen tier shows
+                last = max((self._last_refused.get(d.quota, 0.0) for d, _ in blocks if d.quota), default=0.0)
+                ready_at = max(ready_at, last + self.settings.probe_after_seconds if last else 0.0)
+            if now >= ready_at:
+                return self._offer_probe(blocks[0][0])
+            blocked = blocks[0][0]
+            reason = blocked.reason
+            if blocked.quota not in self._sure:
+                how = "held by others" if blocked.quota in self._under_others else "guess"
+                reason = f"{reason} ({how}; probe after {_utc(ready_at)} UTC)"
+            retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
+            blocks[0] = (Decision(False, reason, blocked.quota, retry_at), True)
+            suspect = self._suspect
+            if (suspect is not None and not suspect.window_probed
+                    and all(d.quota in _HOLDING for d, _ in blocks)):
+                if count < suspect.count:
+                    suspect.window_probed = True  # was it the window? one create tells, at most one 429
+                    return self._offer_probe(blocks[0][0])
+                window = sorted([*self._sent, *self._others_recent])
+                room_at = window[count - suspect.count] + WINDOW  # when the window has room again
+                blocked = blocks[0][0]
+                if blocked.retry_at is None or room_at < blocked.retry_at:
+                    return Decision(False, blocked.reason, blocked.quota, room_at)
+        return blocks[0][0]
 
-    def _decide_rate(self) -> Decision:
-        limit = self.creates_per_minute
-        count = len(self._sent)
-        if limit is not None and count >= limit:
-            # the window admits again once enough of its oldest creates have left it
-            retry_at = self._sent[count - limit] + WINDOW
-            return Decision(False, f"creates/min {count}/{limit}", Quota.CREATES_PER_MINUTE, retry_at)
-        return ADMIT
+    def _offer_probe(self, blocked: Decision) -> Decision:
+        assert blocked.quota is not None
+        self._offer = blocked.quota
+        return Decision(True, f"probing {_SHORT_QUOTA[blocked.quota]} ({blocked.reason})", blocked.quota)
+
+    def _probe_ready_at(self, quota: Quota | None) -> float:
+        """When a learned limit may be tried one create higher: once its quiet period passed, short while it is
+        a guess (doubling per wrong probe), `probe_after_seconds` when sure or learned under other jobs that
+        have not ended yet."""
+        assert quota is not None
+        last = self._last_refused.get(quota)
+        if last is None:
+            return 0.0
+        if quota in self._sure or quota in self._under_others:
+            quiet = self.settings.probe_after_seconds
+        else:
+            doublings = min(self._wrong_probes.get(quota, 0), _MAX_DOUBLINGS)
+            quiet = min(self.settings.cool_down_seconds * 2**doublings, self.settings.probe_after_seconds)
+        return last + quiet
 
     # ---- views ---------------------------------------------------------------------------------
 
@@ -260,6 +560,39 @@ class Admission:
         """The quota whose 429 started the current cool-down."""
         return self._cool_quota if self._cool_until is not None else None
 
+    @property
+    def last_verdict(self) -> Verdict | None:
+        """How the last 429 was read."""
+        return self._verdict
+
+    @property
+    def other_jobs(self) -> dict[str, int]:
+        """Unended jobs on the account that are not ours, by state, as the last poll saw them."""
+        return dict(self._others_states)
+
+    def is_sure(self, quota: Quota) -> bool:
+        """Whether a learned limit is held as sure (else a guess, probed upward)."""
+        return quota in self._sure
+
+    def belief(self, now: float) -> str:
+        """What admission believes of the limits and why, in a line: "tokens ~880k (guess, 14:02 UTC, probing)"."""
+        parts = []
+        for quota in _PRIOR:
+            value = self._limit(quota)
+            if value is None:
+                continue
+            shown = format_tokens(value) if quota is Quota.ENQUEUED_TOKENS else str(value)
+            how = ("sure" if quota in self._sure else "held by others" if quota in self._under_others
+                   else "guess")
+            at = self._learned_at.get(quota)
+            notes = [how, f"{_utc(at)} UTC" if at is not None else "from the checkpoint"]
+            if self._probe is not None and self._probe[0] is quota:
+                notes.append("probing")
+            parts.append(f"{_SHORT_QUOTA[quota]} ~{shown} ({', '.join(notes)})")
+        if self._others_active:
+            parts.append(f"{self._others_active} other jobs on the account")
+        return "; ".join(parts) if parts else "no limit learned"
+
     def figures(self, now: float) -> AdmissionFigures:
         """Everything the countdown pane shows."""
         self._expire(now)
@@ -273,16 +606,24 @@ class Admission:
             cool_down_until=self._cool_until,
             cool_down_quota=self.cool_down_quota,
             rate_limited_total=self._rate_limited_total,
+            other_jobs=self._others_active,
+            belief=self.belief(now),
         )
 
     def learned(self) -> dict[str, float | int]:
-        """What the 429s and accepted creates taught us, to keep in the checkpoint."""
+        """What the 429s and accepted creates taught us, and the other jobs last seen, to keep in the checkpoint."""
         out: dict[str, float | int] = {}
         for key, value in ((LEARNED_TOKEN_BUDGET, self._budget), (LEARNED_MAX_JOBS, self._max_jobs),
                            (LEARNED_CREATES_PER_MINUTE, self._rate),
-                           (LEARNED_ACCEPTED_TOKENS, self._accepted_tokens or None)):
+                           (LEARNED_ACCEPTED_TOKENS, self._accepted_tokens or None),
+                           (LEARNED_ACCEPTED_JOBS, self._accepted_jobs or None),
+                           (LEARNED_ACCEPTED_CREATES, self._accepted_creates or None)):
             if value is not None:
                 out[key] = value
+        if self._others_seen_at is not None:
+            out[OTHER_JOBS_PENDING] = self._others_states.get("JOB_STATE_PENDING", 0)
+            out[OTHER_JOBS_RUNNING] = self._others_states.get("JOB_STATE_RUNNING", 0)
+            out[OTHER_JOBS_SEEN_AT] = round(self._others_seen_at)
         return out
 
     # ---- internals -----------------------------------------------------------------------------
@@ -292,9 +633,15 @@ class Admission:
         tokens = self._tokens - sum(self._jobs[b] for b in self._unanswered if b in self._jobs)
         return tokens, len(self._jobs) - sum(1 for b in self._unanswered if b in self._jobs)
 
+    def _window_count(self) -> int:
+        """Creates the server counts in its window: ours and, as the last poll saw them, other jobs'."""
+        return len(self._sent) + len(self._others_recent)
+
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW:
             self._sent.popleft()
+        while self._others_recent and self._others_recent[0] <= now - WINDOW:
+            self._others_recent.pop(0)
         if self._cool_until is not None and now >= self._cool_until:
             self._end_cool_down()
 

@@ -29,6 +29,7 @@ class AdmissionSettings:
     creates_per_minute: int | None = None  # None: no limit of ours
     cool_down_seconds: float = 60.0  # first cool-down after a 429 that carries no RetryInfo
     cool_down_max_seconds: float = 900.0  # cap of the doubling cool-down
+    probe_after_seconds: float = 900.0  # a sure learned limit is tried one create higher after this long quiet
 
 
 @dataclass
@@ -177,6 +178,7 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
         "creates_per_minute": _not_negative("creates_per_minute", int, zero_is_none=True),
         "cool_down_seconds": _positive("cool_down_seconds"),
         "cool_down_max_seconds": _positive("cool_down_max_seconds"),
+        "probe_after_seconds": _positive("probe_after_seconds"),
     },
     "transfer": {
         "upload_concurrency": _at_least_one("upload_concurrency"),

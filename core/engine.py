@@ -267,7 +267,13 @@ class Engine:
             if rec.stage.job_in_flight:
                 self.admission.job_started(rec.batch_id, rec.est_tokens)
             self.bus.publish(BatchChanged(self.clock(), rec.copy()))
+        self.admission.creates_restored(self._recent_create_intents(), self.clock())
         self._publish_admission()
+
+    def _recent_create_intents(self) -> list[float]:
+        """When this run's creates that the server may have accepted were sent (a restart's creates window)."""
+        return [rec.intent_at for rec in self.records.values()
+                if rec.intent_at is not None and (rec.job_name or rec.stage is Stage.CREATING)]
 
     async def _scan_inputs(self, survey: InputSurvey) -> None:
         assert self.state is not None
@@ -1058,10 +1064,11 @@ class Engine:
         except RateLimited as exc:
             self.admission.job_ended(rec.batch_id)
             until = self.admission.rate_limited(exc.quota, exc.retry_after, rec.est_tokens, self.clock())
+            self._log_verdict()
             rec.last_error = str(exc)
             self._set(rec, Stage.UPLOADED, f"rate-limited ({exc.quota}); cooling down", Level.WARNING)
-            self._cooling = exc.quota
-            self.bus.publish(CoolDownStarted(self.clock(), exc.quota, until, str(exc)))
+            self._cooling = self.admission.cool_down_quota or exc.quota  # a bare 429 read from our state
+            self.bus.publish(CoolDownStarted(self.clock(), self._cooling, until, str(exc)))
             self._publish_admission()
             return
         except Transient as exc:  # never reached the server
@@ -1091,6 +1098,13 @@ class Engine:
         self.admission.create_accepted(rec.batch_id, rec.est_tokens, self.clock())
         self._adopt(rec, job, f"job {job.name} created")
         self._after_admission_change()
+
+    def _log_verdict(self) -> None:
+        """Say how admission read the last 429 and what it believes now."""
+        verdict = self.admission.last_verdict
+        if verdict is not None:
+            self._log(Level.INFO, f"429 read as {verdict.why} [{verdict.confidence}]; now: "
+                      f"{self.admission.belief(self.clock())}")
 
     def _create_not_yet(self, rec: BatchRecord, exc: Permanent) -> None:
         """400 FAILED_PRECONDITION: the upload is not ACTIVE yet. Not a failure of the batch: no job was made,
@@ -1235,13 +1249,16 @@ class Engine:
         still holds one of our jobs (a page is one call, as one get is); jobs not seen by then are asked for one
         by one. A cycle costs at most that many pages plus one get per active job, whatever the order and however
         many other jobs the account holds."""
+        started = self.clock()
         unseen = dict(active)
         token: str | None = None
         pages = 0
         budget = -(-len(active) // LIST_PAGE_SIZE) + 2
+        listed: list[RemoteJob] = []
         while unseen:
             jobs, token = await self.gateway.list_jobs_page(token)
             pages += 1
+            listed += jobs
             found = 0
             for job in jobs:
                 rec = unseen.pop(job.name, None)
@@ -1250,6 +1267,7 @@ class Engine:
                     self._apply_job(rec, job)
             if token is None or (pages >= budget and found == 0):
                 break
+        self._see_other_jobs(listed)
         for name, rec in unseen.items():  # not in the list (deleted, or beyond it): ask for it alone
             job = await self.gateway.get_job(name)
             if job is None:
@@ -1257,7 +1275,31 @@ class Engine:
                 self._handle_server_end(rec, Stage.FAILED, rec.last_error)
             else:
                 self._apply_job(rec, job)
+        self.admission.poll_seen(started)
         await self._check_stuck()
+
+    def _see_other_jobs(self, listed: list[RemoteJob]) -> None:
+        """Tell admission about the unended jobs in the list that are not ours: they hold part of the quota.
+        Counted only, never touched."""
+        assert self.state is not None
+        ours = {rec.job_name for rec in self.records.values() if rec.job_name}
+        prefix = f"gembatch-{self.state.run_id}-"
+        states: dict[str, int] = {}
+        recent: list[float] = []
+        for job in listed:
+            if job.name in ours or (job.display_name or "").startswith(prefix):
+                continue
+            if not job.ended:
+                states[job.state] = states.get(job.state, 0) + 1
+            if job.create_time is not None:
+                recent.append(job.create_time)
+        before = self.admission.other_jobs
+        self.admission.others_seen(states, recent, self.clock())
+        if states != before:
+            self._log(Level.INFO, "other jobs on the account (not ours, left alone): "
+                      + (", ".join(f"{n} {state.removeprefix('JOB_STATE_').lower()}" for state, n in states.items())
+                         or "none"))
+            self._publish_admission()
 
     async def _check_stuck(self) -> None:
         """Flag jobs pending or running too long; with the "resubmit" action, cancel them to submit once more."""

@@ -43,6 +43,8 @@ class AdmissionFigures:
     cool_down_until: float | None  # unix time
     cool_down_quota: Quota | None
     rate_limited_total: int  # 429s received on creates in this run
+    other_jobs: int = 0  # unended jobs on the account that are not ours, as the last poll saw them
+    belief: str = ""  # what admission believes of the limits and why ("tokens ~880k (guess, 14:02 UTC)")
 
 
 @dataclass(frozen=True, slots=True)

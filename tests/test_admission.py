@@ -24,6 +24,7 @@ def run_job(adm: Admission, batch_id: str, tokens: int, now: float) -> None:
     adm.job_started(batch_id, tokens)
     adm.create_sent(now)
     adm.create_accepted(batch_id, tokens, now)
+    adm.poll_seen(now)  # the next poll finds the jobs we hold unended
 
 
 def refuse(adm: Admission, batch_id: str, tokens: int, now: float, quota: Quota,
@@ -290,7 +291,8 @@ def test_learned_facts_survive_a_restart() -> None:
     refuse(adm, "c", M, T0, Quota.ENQUEUED_TOKENS)
     refuse(adm, "d", M, T0 + 60, Quota.CONCURRENT_JOBS)
     learned = adm.learned()
-    assert learned == {"token_budget": 2 * M, "max_jobs": 2, "accepted_tokens_max": 2 * M}
+    assert learned == {"token_budget": 2 * M, "max_jobs": 2, "accepted_tokens_max": 2 * M,
+                       "accepted_jobs_max": 2, "accepted_creates_max": 2}
     again = Admission(AdmissionSettings(max_concurrent_jobs=50), learned=learned)
     assert again.token_budget == 2 * M and again.max_jobs == 2
     assert again.learned() == learned
@@ -379,3 +381,242 @@ def test_an_admitted_create_never_exceeds_a_set_budget_while_jobs_are_in_flight(
                 now += seconds
         assert adm.tokens_in_flight == sum(in_flight.values())
         assert adm.jobs_in_flight == len(in_flight)
+
+
+# ---- bare 429s: classified from our own state --------------------------------------------------------
+
+
+def test_a_bare_429_at_a_set_job_cap_is_the_cap_for_sure() -> None:
+    adm = make(max_concurrent_jobs=2)
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)
+    adm.job_started("c", M)  # sent without asking (e.g. adopted work): the cap binds
+    adm.create_sent(T0 + 1)
+    adm.job_ended("c")
+    adm.rate_limited(Quota.UNKNOWN, None, M, T0 + 1)
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.quotas == (Quota.CONCURRENT_JOBS,) and verdict.confidence == "sure"
+    assert adm.token_budget is None  # not mistaken for a token budget
+
+
+def test_a_bare_429_over_a_known_budget_is_the_budget() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", 3 * M, T0)
+    adm.job_ended("b")
+    refuse(adm, "c", 3 * M, T0 + 1, Quota.ENQUEUED_TOKENS)  # named: 4M is the most it held, 4M + 3M too much
+    run_job(adm, "d", M, T0 + 100)
+    run_job(adm, "e", M, T0 + 100)  # 3 jobs, 3M: the cap is at least 3
+    refuse(adm, "f", 2 * M, T0 + 200, Quota.UNKNOWN)
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.quotas[0] is Quota.ENQUEUED_TOKENS
+    assert verdict.quotas == (Quota.ENQUEUED_TOKENS,) and verdict.confidence == "sure"  # the known budget
+    assert adm.token_budget == 4 * M and adm.max_jobs == 100
+
+
+def test_a_bare_429_that_fits_several_quotas_holds_each_as_a_guess() -> None:
+    adm = make()
+    for name in ("a", "b", "c"):
+        run_job(adm, name, M, T0)
+    refuse(adm, "d", M, T0 + 1, Quota.UNKNOWN)
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.confidence == "guess"
+    assert set(verdict.quotas) == {Quota.ENQUEUED_TOKENS, Quota.CONCURRENT_JOBS, Quota.CREATES_PER_MINUTE}
+    assert adm.max_jobs == 3 and adm.token_budget == 3 * M  # jobs alike: both gates hold at the same point
+    assert adm.creates_per_minute is None  # the window is only suspected: time alone would show it
+    assert not adm.is_sure(Quota.CONCURRENT_JOBS) and not adm.is_sure(Quota.ENQUEUED_TOKENS)
+
+
+def test_what_the_server_held_before_rules_out_the_job_cap() -> None:
+    adm = make()
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0)  # the server held 3 jobs of ours at once
+    adm.job_ended("a")
+    adm.job_ended("b")
+    run_job(adm, "d", 2 * M, T0 + 100)  # 2 jobs now
+    refuse(adm, "e", M, T0 + 200, Quota.UNKNOWN)
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.quotas == (Quota.ENQUEUED_TOKENS,) and verdict.confidence == "sure"
+    assert adm.token_budget == 2 * M + 100 and adm.max_jobs == 100
+
+
+def test_what_the_server_held_before_rules_out_the_token_budget() -> None:
+    adm = make()
+    run_job(adm, "big", 5 * M, T0)  # the server held 5M tokens of ours
+    adm.job_ended("big")
+    for name in ("a", "b", "c"):
+        run_job(adm, name, M, T0 + 100)
+    refuse(adm, "d", M, T0 + 200, Quota.UNKNOWN)  # 3M + 1M < 5M: not the budget
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.quotas == (Quota.CONCURRENT_JOBS,) and verdict.confidence == "sure"
+    assert adm.max_jobs == 3 and adm.token_budget is None
+    assert adm.is_sure(Quota.CONCURRENT_JOBS)
+
+
+def test_a_guess_freed_by_time_alone_was_the_creates_window() -> None:
+    adm = make(cool_down_seconds=1)
+    for i in range(3):
+        run_job(adm, f"j{i}", M, T0 + i)
+    refuse(adm, "x", M, T0 + 3, Quota.UNKNOWN)  # guessed: 3 jobs / 3M / 3 creates
+    assert adm.max_jobs == 3
+    blocked = adm.decide(M, T0 + 10)
+    assert not blocked.admit  # the job cap and the budget of the guess hold
+    window_probe = adm.decide(M, T0 + 61)  # the first create has left the window: one create tells
+    assert window_probe.admit and window_probe.reason and window_probe.reason.startswith("probing")
+    run_job(adm, "y", M, T0 + 61)  # accepted, and no job of ours ended: time freed it
+    assert adm.creates_per_minute == 3
+    assert adm.max_jobs == 100 and adm.token_budget is None  # the guessed holding limits are put back
+    assert adm.last_verdict is not None and adm.last_verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+
+
+def test_a_refused_window_probe_keeps_the_holding_guess_and_costs_one_429() -> None:
+    adm = make(cool_down_seconds=1)
+    for i in range(3):
+        run_job(adm, f"j{i}", M, T0 + i)
+    refuse(adm, "x", M, T0 + 3, Quota.UNKNOWN)
+    assert adm.decide(M, T0 + 61).admit
+    refuse(adm, "y", M, T0 + 61, Quota.UNKNOWN)
+    verdict = adm.last_verdict
+    assert verdict is not None and Quota.CREATES_PER_MINUTE not in verdict.quotas
+    assert adm.max_jobs == 3
+    assert not adm.decide(M, T0 + 200).admit  # no second window probe: the jobs must end (or a single gate)
+
+
+def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
+    adm = make()
+    refuse(adm, "a", M, T0, Quota.UNKNOWN)  # e.g. just after a restart, the server's window is full
+    refuse(adm, "b", M, T0 + 60, Quota.CREATES_PER_MINUTE)  # named, but our window is empty
+    assert adm.creates_per_minute is None and adm.token_budget is None and adm.max_jobs == 100
+    assert adm.last_verdict is not None and adm.last_verdict.confidence == "named"
+
+
+# ---- learned limits go up again -------------------------------------------------------------------
+
+
+def test_a_guessed_limit_is_probed_one_create_at_a_time_and_a_wrong_probe_costs_one_429() -> None:
+    adm = make(cool_down_seconds=10, probe_after_seconds=900)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0)
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)  # guess: cap 3, budget 300
+    adm.job_ended("a")  # 2 jobs, 200 tokens: a small job fits both gates
+    run_job(adm, "e", 50, T0 + 5)
+    early = adm.decide(50, T0 + 6)  # 3 jobs, 250 tokens: only the guessed cap blocks, not quiet long enough
+    assert not early.admit and early.retry_at == T0 + 11
+    probe = adm.decide(50, T0 + 11)
+    assert probe.admit and probe.quota is Quota.CONCURRENT_JOBS
+    adm.job_started("f", 50)
+    adm.create_sent(T0 + 11)
+    assert not adm.decide(50, T0 + 11).admit  # one probe at a time
+    adm.job_ended("f")
+    adm.rate_limited(Quota.UNKNOWN, None, 50, T0 + 11)  # the probe was wrong: one 429
+    assert adm.max_jobs == 3
+    assert adm.last_verdict is not None and adm.last_verdict.quotas[0] is Quota.CONCURRENT_JOBS
+    assert adm.last_verdict.confidence == "guess"  # the creates window could explain it too
+    assert not adm.decide(50, T0 + 22).admit  # the next probe waits twice as long (20 s)
+    assert adm.decide(50, T0 + 31).admit
+
+
+def test_an_accepted_probe_raises_the_limit() -> None:
+    adm = make(cool_down_seconds=10)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0)
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)
+    adm.job_ended("a")
+    run_job(adm, "e", 50, T0 + 5)
+    assert adm.decide(50, T0 + 11).admit
+    run_job(adm, "f", 50, T0 + 11)
+    assert adm.max_jobs == 4
+
+
+def test_a_sure_limit_is_probed_again_after_the_quiet_period() -> None:
+    adm = make(cool_down_seconds=10, probe_after_seconds=600)
+    run_job(adm, "a", 1, T0)
+    run_job(adm, "b", 1, T0)
+    refuse(adm, "c", 1, T0, Quota.CONCURRENT_JOBS)
+    assert adm.is_sure(Quota.CONCURRENT_JOBS)
+    assert not adm.decide(1, T0 + 599).admit
+    probe = adm.decide(1, T0 + 600)  # the tier may have risen
+    assert probe.admit and probe.quota is Quota.CONCURRENT_JOBS
+    run_job(adm, "d", 1, T0 + 600)
+    assert adm.max_jobs == 3
+
+
+def test_a_set_limit_is_never_probed() -> None:
+    adm = make(max_concurrent_jobs=2, probe_after_seconds=1)
+    run_job(adm, "a", 1, T0)
+    run_job(adm, "b", 1, T0)
+    assert not adm.decide(1, T0 + 10_000).admit
+
+
+def test_a_limit_learned_under_other_jobs_is_a_guess_and_rises_when_they_end() -> None:
+    adm = make(cool_down_seconds=10, probe_after_seconds=900)
+    adm.others_seen({"JOB_STATE_RUNNING": 2}, [], T0)
+    run_job(adm, "a", M, T0)
+    refuse(adm, "b", 2 * M, T0 + 1, Quota.ENQUEUED_TOKENS)  # named, but others hold part of the budget
+    assert adm.token_budget == M and not adm.is_sure(Quota.ENQUEUED_TOKENS)
+    assert not adm.decide(2 * M, T0 + 100).admit  # still held: the others have not ended
+    adm.others_seen({"JOB_STATE_RUNNING": 1}, [], T0 + 120)  # one of them ended
+    probe = adm.decide(2 * M, T0 + 121)
+    assert probe.admit and probe.quota is Quota.ENQUEUED_TOKENS
+    run_job(adm, "c", 2 * M, T0 + 121)
+    assert adm.token_budget == 3 * M
+
+
+def test_other_jobs_are_counted_and_kept() -> None:
+    adm = make()
+    adm.others_seen({"JOB_STATE_PENDING": 1, "JOB_STATE_RUNNING": 2}, [T0 - 10, T0 - 100], T0)
+    assert adm.other_jobs == {"JOB_STATE_PENDING": 1, "JOB_STATE_RUNNING": 2}
+    assert adm.figures(T0).other_jobs == 3
+    assert adm.figures(T0).creates_last_minute == 0  # ours only; the window gate counts theirs too
+    learned = adm.learned()
+    assert (learned["other_jobs_pending"], learned["other_jobs_running"], learned["other_jobs_seen_at"]) == (1, 2, T0)
+
+
+def test_other_jobs_creates_count_in_the_window() -> None:
+    adm = make(creates_per_minute=3)
+    adm.others_seen({}, [T0 - 5, T0 - 4], T0)
+    run_job(adm, "a", 1, T0)
+    blocked = adm.decide(1, T0 + 1)
+    assert not blocked.admit and blocked.reason == "creates/min 3/3" and blocked.retry_at == T0 - 5 + 60
+
+
+def test_a_loaded_limit_is_a_starting_point_not_a_ceiling() -> None:
+    adm = Admission(AdmissionSettings(cool_down_seconds=10), learned={"max_jobs": 2})
+    assert not adm.is_sure(Quota.CONCURRENT_JOBS)
+    run_job(adm, "a", 1, T0)
+    run_job(adm, "b", 1, T0)
+    probe = adm.decide(1, T0)
+    assert probe.admit and probe.quota is Quota.CONCURRENT_JOBS
+    run_job(adm, "c", 1, T0)
+    assert adm.max_jobs == 3
+
+
+def test_a_set_limit_beats_a_lower_learned_one() -> None:
+    learned = {"token_budget": M, "creates_per_minute": 1}
+    adm = Admission(AdmissionSettings(token_budget=5 * M, creates_per_minute=40), learned=learned)
+    assert adm.token_budget == 5 * M and adm.creates_per_minute == 40
+    lower = Admission(AdmissionSettings(token_budget=M // 2), learned=learned)
+    assert lower.token_budget == M // 2 and lower.creates_per_minute == 1
+
+
+# ---- restart: the creates window comes back --------------------------------------------------------
+
+
+def test_restored_creates_fill_the_window_after_a_restart() -> None:
+    adm = make()
+    adm.creates_restored([T0 - 70, T0 - 30, T0 - 20, T0 - 10, T0 - 5, T0 - 1], T0)
+    assert adm.figures(T0).creates_last_minute == 5
+    refuse(adm, "x", 1, T0 + 1, Quota.CREATES_PER_MINUTE)
+    assert adm.creates_per_minute == 5  # not 1
+
+
+def test_a_bare_429_after_a_restart_with_the_window_full_is_not_one_per_minute() -> None:
+    adm = make(cool_down_seconds=1)
+    adm.creates_restored([T0 - 30 + i for i in range(5)], T0)
+    for i in range(5):
+        adm.job_started(f"j{i}", 100)  # the jobs of those creates, found in the checkpoint
+    refuse(adm, "x", 100, T0 + 1, Quota.UNKNOWN)
+    assert adm.creates_per_minute is None or adm.creates_per_minute >= 5
+    assert adm.decide(100, T0 + 31).admit  # the window has room again: one create tells
+    run_job(adm, "y", 100, T0 + 31)
+    assert adm.creates_per_minute == 5

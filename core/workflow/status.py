@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..admission import OTHER_JOBS_PENDING, OTHER_JOBS_RUNNING, OTHER_JOBS_SEEN_AT
 from ..checkpoint import CheckpointError, CheckpointStore, LockHolder, RunState
 from ..model import BatchRecord, Stage
 from .common import EXIT_OK, WorkflowError, parser_for, print_json
@@ -123,11 +124,23 @@ def status_dict(path: Path, state: RunState, holder: LockHolder | None, now: flo
         "last_errors": [{"batch_id": r.batch_id, "stage": str(r.stage), "at": r.updated_at, "error": r.last_error}
                         for r in errors[:LAST_ERRORS]],
         "errors_total": len(errors),
-        "learned": dict(state.learned),
+        "learned": {k: v for k, v in state.learned.items() if k not in _OTHER_JOBS_KEYS},
+        "other_jobs": _other_jobs(state.learned),
         "results_missing": _results_missing(records),
         "now": now,
         "batch_list": [batch_entry(rec, now) for rec in records],
     }
+
+
+_OTHER_JOBS_KEYS = (OTHER_JOBS_PENDING, OTHER_JOBS_RUNNING, OTHER_JOBS_SEEN_AT)
+
+
+def _other_jobs(learned: dict[str, float | int]) -> dict[str, Any] | None:
+    """Unended jobs on the account that are not this run's, as the run's last poll saw them (None: not looked)."""
+    if OTHER_JOBS_SEEN_AT not in learned:
+        return None
+    return {"pending": int(learned.get(OTHER_JOBS_PENDING, 0)), "running": int(learned.get(OTHER_JOBS_RUNNING, 0)),
+            "since": learned[OTHER_JOBS_SEEN_AT]}
 
 
 def batch_entry(rec: BatchRecord, now: float) -> dict[str, Any]:
@@ -159,6 +172,8 @@ _LEARNED_LABELS: dict[str, tuple[str, Callable[[float], str]]] = {
     "max_jobs": ("concurrent jobs", lambda v: f"{int(v)}"),
     "creates_per_minute": ("creates per minute", lambda v: f"{int(v)}"),
     "accepted_tokens_max": ("most tokens the server accepted at once", lambda v: f"{int(v):,}"),
+    "accepted_jobs_max": ("most jobs the server held at once", lambda v: f"{int(v)}"),
+    "accepted_creates_max": ("most creates it accepted in a minute", lambda v: f"{int(v)}"),
 }
 
 
@@ -195,6 +210,11 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"results missing or changed since saved ({len(gone)}; the next run fetches them again): "
                      + ", ".join(f"{item['result_path']} ({item['problem']})" for item in gone[:5])
                      + (f" and {len(gone) - 5} more" if len(gone) > 5 else ""))
+    others = data.get("other_jobs")
+    if others is not None:
+        held = ", ".join(f"{others[state]} {state}" for state in ("pending", "running") if others[state]) or "none"
+        lines.append(f"other jobs on the account (not this run's, left alone): {held} "
+                     f"(as seen since {_clock(others['since'])})")
     learned = data["learned"]
     if learned:
         parts = []

@@ -24,6 +24,17 @@ def short_of(value: int, limit: int | None) -> str:
     return f"{compact_count(value)}/{compact_count(limit) if limit else '—'}"
 
 
+def belief_rows(figures: AdmissionFigures) -> list[tuple[str, str]]:
+    """What admission believes of each limit and why, one a row ("tokens ~880k (guess, 14:02 UTC, probing)"),
+    and the other jobs on the account; nothing while no limit was learned and no other job was seen."""
+    parts = [part for part in figures.belief.split("; ") if part and part != "no limit learned"]
+    parts = [part for part in parts if "other jobs on the account" not in part]
+    rows = [("Believes" if i == 0 else "", part) for i, part in enumerate(parts)]
+    if figures.other_jobs:
+        rows.append(("Other jobs", f"{figures.other_jobs} not ours (left alone)"))
+    return rows
+
+
 class CountdownPane(Widget):
     """Shows the cool-down after a 429 and what admission control knows; ticks once a second."""
 
@@ -153,6 +164,7 @@ class CountdownPane(Widget):
                      ("Tokens queued", of(figures.tokens_enqueued, figures.token_budget)),
                      ("Creates/min", of(figures.creates_last_minute, figures.creates_per_minute)),
                      ("429s so far", count(figures.rate_limited_total))]
+            rows += belief_rows(figures)
         elif self.read_only:
             rows.append(("Figures", "held by the running instance"))
         return rows
