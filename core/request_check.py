@@ -23,6 +23,8 @@ from typing import Any, Literal
 import pydantic
 from google.genai import _common, types
 
+from .input_scan import json_type
+
 Severity = Literal["error", "warning"]
 
 
@@ -277,7 +279,7 @@ def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem
                 continue  # reported by the rewrite, with a suggestion
             path = where + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
                                    for part in error["loc"] if not _is_union_tag(part))
-            problems.append(RequestProblem(path, f"{error['msg']} (got {_json_type(error['input'])})",
+            problems.append(RequestProblem(path, f"{error['msg']} (got {json_type(error['input'])})",
                                            f"give {_expected(error['type'])}"))
     else:
         contents = body.get("contents")
@@ -311,20 +313,6 @@ def _expected(error_type: str) -> str:
 def _is_union_tag(part: object) -> bool:
     # pydantic names the union member it tried (e.g. "list[Content]"); not a field of the request
     return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 class _Rewrite:
