@@ -126,13 +126,15 @@ class Engine:
         self._poll_schedule = PollSchedule(settings.poll_interval)
         self._ambiguous_since: dict[str, float] = {}
         self._not_before: dict[str, float] = {}  # batch id -> when its upload or create may be tried again
-        self._not_ready_count: dict[str, int] = {}  # FAILED_PRECONDITION refusals and PROCESSING looks, per batch
+        self._not_ready_count: dict[str, int] = {}  # looks at an upload still PROCESSING, per batch
+        self._not_ready_refusals: dict[str, int] = {}  # creates refused FAILED_PRECONDITION, per batch
         self._failed_uploads: dict[str, int] = {}  # uploads the server marked FAILED, per batch
         self._processing_since: dict[str, float] = {}  # when we first saw a batch's upload PROCESSING
         self._local_errors: dict[str, int] = {}  # consecutive local errors per batch (for the back-off)
         self._reasons_logged: set[tuple[str, str]] = set()  # (batch id, reason) logged once
         self._fatal: str | None = None  # why the run had to stop (exit 2): a refused key, no usable MIME type, ...
         self._storage_wait_logged = False
+        self._input_bytes: int | None = None  # the run's inputs, summed on first need (see _all_input_bytes)
         # Records by stage, each in the order they reached it: every loop finds its work without a full scan.
         self._staged: dict[Stage, dict[str, BatchRecord]] = {stage: {} for stage in Stage}
         # Adopted uploads checked for jobs already made from them, and the one batch list walk that checks them.
@@ -834,30 +836,37 @@ class Engine:
 
     def _storage_room(self, slots: int) -> int:
         """How many of the next uploads (at most `slots`) fit under the storage cap with what we hold."""
-        if slots <= 0:
-            return slots
         cap = self.settings.transfer.storage_cap_bytes
+        if slots <= 0 or self._all_input_bytes() <= cap:  # the usual run: all of it fits, nothing to count
+            return slots
         held = self._held_bytes() + sum(  # uploads picked up but not yet UPLOADING
             self.records[b].size_bytes for b in self._busy
             if b in self.records and self.records[b].stage is Stage.VALIDATED)
-        fits = 0
+        fits, blocked = 0, False
         for rec in itertools.islice(self._staged[Stage.VALIDATED].values(), slots + len(self._busy)):
             if rec.batch_id in self._busy:
                 continue
             if held + rec.size_bytes > cap:
+                blocked = True
                 break
             held += rec.size_bytes
             fits += 1
             if fits == slots:
                 break
-        waiting = fits == 0 and bool(self._staged[Stage.VALIDATED])
-        if waiting and not self._storage_wait_logged:
+        if blocked and not fits and not self._storage_wait_logged:
+            self._storage_wait_logged = True
             self._log(Level.INFO, f"uploads wait: {held / 1e9:.2f} GB of ours on the server, storage cap "
                                   f"{cap / 1e9:.2f} GB; waiting for results to be saved and their uploads deleted")
-        elif not waiting and self._storage_wait_logged and fits:
+        elif fits and self._storage_wait_logged:
+            self._storage_wait_logged = False
             self._log(Level.INFO, "uploads go on: there is room under the storage cap")
-        self._storage_wait_logged = waiting or (self._storage_wait_logged and not fits)
         return fits
+
+    def _all_input_bytes(self) -> int:
+        """The size of every input of the run (counted once: the inputs are fixed once the run has started)."""
+        if self._input_bytes is None:
+            self._input_bytes = sum(rec.size_bytes for rec in self.records.values())
+        return self._input_bytes
 
     async def _upload_loop(self) -> None:
         def room() -> int:
@@ -1109,8 +1118,9 @@ class Engine:
     def _create_not_yet(self, rec: BatchRecord, exc: Permanent) -> None:
         """400 FAILED_PRECONDITION: the upload is not ACTIVE yet. Not a failure of the batch: no job was made,
         so the same display name is used again once the upload is ready."""
-        count = self._not_ready_count.get(rec.batch_id, 0) + 1
-        self._not_ready_count[rec.batch_id] = count
+        # Counted apart from the looks: a server that says ACTIVE yet refuses every create must end, not loop.
+        count = self._not_ready_refusals.get(rec.batch_id, 0) + 1
+        self._not_ready_refusals[rec.batch_id] = count
         rec.display_name = None
         rec.intent_at = None
         rec.upload_active = False

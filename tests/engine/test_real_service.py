@@ -477,3 +477,29 @@ async def test_a_key_refused_mid_run_stops_the_run_instead_of_polling_forever(tm
     assert any("the API key was refused" in line for line in recorder.lines())
     refused = [e for e in emulator.journal() if e.note and e.note.startswith("auth:")]
     assert 1 <= len(refused) <= 4, [(e.kind, e.status, e.note) for e in refused]  # one per worker, not a loop
+
+
+async def test_a_server_that_says_active_but_refuses_every_create_ends_the_batch(tmp_path: Path, emulator,
+                                                                               monkeypatch) -> None:
+    import dataclasses
+
+    from gembatch.core.gateway import Gateway
+
+    emulator.settings.file_processing_seconds = 3600.0  # the create keeps refusing: not ACTIVE
+    write_batch_files(tmp_path / "in", files=1, requests=5)
+    settings = engine_settings(tmp_path, emulator.base_url)
+    monkeypatch.setattr(engine_module, "_PROCESSING_CHECKS", (0.05,))
+    monkeypatch.setattr(engine_module, "_MAX_NOT_READY", 3)
+    real_get = Gateway.get_file
+
+    async def says_active(self, name: str):  # files.get disagrees with the create: it says ACTIVE
+        remote = await real_get(self, name)
+        return dataclasses.replace(remote, state="ACTIVE") if remote is not None else None
+
+    monkeypatch.setattr(Gateway, "get_file", says_active)
+
+    code, engine, _ = await run_engine(settings, timeout=30)
+
+    assert code == EXIT_INCOMPLETE
+    assert len(calls(emulator, "batches.create", 400)) == 4  # three refusals waited out, the fourth ends it
+    assert next(iter(engine.records.values())).stage is Stage.FAILED
