@@ -326,7 +326,7 @@ def _coerce_number(spec: _Key, value: object) -> int | float | None:
     return value
 
 
-API_VERSION_IN_URL = "v1beta"
+API_VERSION = "v1beta"  # the Gemini API version the gateway speaks (the base URL must not carry it)
 
 
 def _check_url(value: str) -> None:
@@ -341,7 +341,7 @@ def _check_url(value: str) -> None:
     if segments and re.fullmatch(r"v\d+(?:(?:alpha|beta)\d*)?", segments[-1]):
         # The SDK appends the API version itself: ".../v1beta" would call ".../v1beta/v1beta/..." (404 on everything).
         fixed = f"{parsed.scheme}://{parsed.netloc}" + "".join(f"/{part}" for part in segments[:-1])
-        raise ValueError(f"leave the API version out of the base URL (the tool adds /{API_VERSION_IN_URL} itself): "
+        raise ValueError(f"leave the API version out of the base URL (the tool adds /{API_VERSION} itself): "
                          f"use {fixed!r} instead of {value!r}")
     if parsed.query or parsed.fragment:
         raise ValueError(f"a base URL has no query or fragment, got {value!r}")

@@ -27,6 +27,7 @@ from tenacity import (
 )
 
 from .api_trace import ApiTrace
+from .config import API_VERSION
 from .events import Quota
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "v1beta"
 JSONL_MIME = "application/jsonl"
 # The service has refused each of these at some time (python-genai #1547: "jsonl"; google-gemini/cookbook #1008:
 # "application/jsonl"); an upload refused for its MIME type tries the next one once, and the one that works is kept.
