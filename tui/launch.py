@@ -59,16 +59,17 @@ class StartGuard:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    with StartGuard() as guard:
-        try:
+    guard = StartGuard()
+    try:  # around the `with` too: a Ctrl-C that lands inside the guard's own __enter__ is caught as well
+        with guard:
             return _main(sys.argv[1:] if argv is None else list(argv), guard)
-        except KeyboardInterrupt:  # before (or outside) the run's own Ctrl-C handling
-            if guard.handed_over:
-                print(f"gembatch-tui: interrupted (exit code {INTERRUPTED_AT_START})", file=sys.stderr)
-            else:
-                print(f"gembatch-tui: interrupted while starting (exit code {INTERRUPTED_AT_START}); nothing was "
-                      "submitted: the same command starts again", file=sys.stderr)
-            return INTERRUPTED_AT_START
+    except KeyboardInterrupt:  # before (or outside) the run's own Ctrl-C handling
+        if guard.handed_over:
+            print(f"gembatch-tui: interrupted (exit code {INTERRUPTED_AT_START})", file=sys.stderr)
+        else:
+            print(f"gembatch-tui: interrupted while starting (exit code {INTERRUPTED_AT_START}); nothing was "
+                  "submitted: the same command starts again", file=sys.stderr)
+        return INTERRUPTED_AT_START
 
 
 def _main(words: list[str], guard: StartGuard) -> int:
