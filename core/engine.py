@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from .admission import Admission, Decision
 from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
 from .config import Settings
+from .cost_estimate import check_cost_limit
 from .crash_points import crash_point
 from .events import (
     AdmissionChanged,
@@ -66,7 +67,6 @@ from .poll_schedule import PollSchedule
 from .rebuild import all_jobs
 from .redact import redact
 from .results import check_results, key_results_by_order, move_into_place, saved_results
-from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)
 
