@@ -25,9 +25,14 @@ def name_stem(batch_id: str) -> str:
     return _UNSAFE.sub("_", batch_id)[:200]
 
 
+def run_job_prefix(run_id: str) -> str:
+    """What the display name of every job of run `run_id` starts with."""
+    return f"gembatch-{run_id}-"
+
+
 def job_display_name(run_id: str, batch_id: str, sha256: str, attempt: int) -> str:
     """The display name of a batch job: run id, file stem, content hash and attempt number."""
-    return f"gembatch-{run_id}-{name_stem(batch_id)}-{sha256[:12]}-a{attempt}"
+    return f"{run_job_prefix(run_id)}{name_stem(batch_id)}-{sha256[:12]}-a{attempt}"
 
 
 def parse_job_display_name(display_name: str | None) -> JobName | None:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from gembatch.core.naming import JobName, job_display_name, name_stem, parse_job_display_name, upload_display_name
+from gembatch.core.naming import (
+    JobName,
+    job_display_name,
+    name_stem,
+    parse_job_display_name,
+    run_job_prefix,
+    upload_display_name,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +23,8 @@ SHA = "0123456789abcdef" * 4
 def test_job_display_names_round_trip(run_id: str, batch_id: str, sha: str, attempt: int) -> None:
     name = job_display_name(run_id, batch_id, sha, attempt)
     assert parse_job_display_name(name) == JobName(run_id, name_stem(batch_id), sha[:12], attempt)
+    assert name.startswith(run_job_prefix(run_id))
+    assert not name.startswith(run_job_prefix(run_id[:-1]))  # another run's prefix never matches
 
 
 @pytest.mark.parametrize("batch_id", [
