@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from .admission import Admission, Decision
 from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
 from .config import Settings
+from .cost_estimate import check_cost_limit
 from .crash_points import crash_point
 from .events import (
     AdmissionChanged,
@@ -61,12 +62,11 @@ from .input_scan import (
     survey_input_folder,
 )
 from .model import BatchRecord, Stage
-from .naming import job_display_name, result_file_name, upload_display_name
+from .naming import job_display_name, result_file_name, run_job_prefix, upload_display_name
 from .poll_schedule import PollSchedule
 from .rebuild import all_jobs
 from .redact import redact
 from .results import check_results, key_results_by_order, move_into_place, saved_results
-from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)
 
@@ -1293,7 +1293,7 @@ class Engine:
         Counted only, never touched."""
         assert self.state is not None
         ours = {rec.job_name for rec in self.records.values() if rec.job_name}
-        prefix = f"gembatch-{self.state.run_id}-"
+        prefix = run_job_prefix(self.state.run_id)
         states: dict[str, int] = {}
         recent: list[float] = []
         for job in listed:

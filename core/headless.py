@@ -108,11 +108,6 @@ def _silence(stream: TextIO) -> None:
             sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives until exit)
 
 
-def missing_key_message() -> str:
-    """What to tell a user who has not set a key."""
-    return MISSING_KEY_MESSAGE
-
-
 def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], None] | None = None) -> Engine:
     """The engine with its gateway and checkpoint store, as both the headless runner and the TUI use it.
 
@@ -312,7 +307,7 @@ def run_headless(settings: Settings, argv: Sequence[str] | None = None, api_key:
     to stdout."""
     api_key = api_key or api_key_from_env()
     if api_key is None:
-        sys.stderr.write(f"gembatch-tui: {missing_key_message()}\n")
+        sys.stderr.write(f"gembatch-tui: {MISSING_KEY_MESSAGE}\n")
         return EXIT_USAGE
     try:
         return asyncio.run(run_engine_headless(settings, api_key, argv=argv, summary=sys.stdout))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import time
 from collections import Counter
@@ -26,11 +25,9 @@ from .config import Settings
 from .gateway import Gateway, RemoteFile, RemoteJob
 from .input_scan import Rejection, ScannedFile, list_input_files, scan_file
 from .model import BatchRecord, Stage
-from .naming import result_file_name, upload_display_name
+from .naming import JobName, name_stem, parse_job_display_name, result_file_name, upload_display_name
 from .results import check_results
 
-_JOB_NAME = re.compile(r"^gembatch-(?P<run>[0-9a-f]+)-(?P<stem>.+)-(?P<sha12>[0-9a-f]{12})-a(?P<attempt>[0-9]+)$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MOVED_SUFFIX = ".before-rebuild-"
 _RUNNING = {"JOB_STATE_PENDING": Stage.PENDING, "JOB_STATE_RUNNING": Stage.RUNNING,
             "JOB_STATE_QUEUED": Stage.PENDING, "JOB_STATE_UNSPECIFIED": Stage.PENDING}
@@ -39,29 +36,6 @@ _RETRYABLE = {"JOB_STATE_FAILED", "JOB_STATE_EXPIRED"}
 
 class RebuildError(Exception):
     """The rebuild cannot or should not go ahead; the message says why and what to do instead."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobName:
-    """The parts of a job display name made by core/naming.py."""
-
-    run_id: str
-    stem: str  # the file stem as naming.py wrote it (unsafe characters replaced, at most 200 characters)
-    sha12: str
-    attempt: int
-
-
-def parse_job_display_name(display_name: str | None) -> JobName | None:
-    """The parts of `gembatch-{run_id}-{stem}-{sha12}-a{attempt}`, or None for any other name."""
-    match = _JOB_NAME.match(display_name or "")
-    if match is None:
-        return None
-    return JobName(match["run"], match["stem"], match["sha12"], int(match["attempt"]))
-
-
-def name_stem(batch_id: str) -> str:
-    """The stem as it appears in a job display name."""
-    return _UNSAFE.sub("_", batch_id)[:200]
 
 
 @dataclass

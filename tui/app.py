@@ -371,10 +371,7 @@ class MonitorApp(App[int]):
     def on_batches_changed(self, message: BatchesChanged) -> None:
         if not self.panes_live:
             return
-        assert self._bridge is not None
-        records = self._bridge.take_batches()
-        if not records:
-            return
+        records = message.records
         for rec in records:
             self.tally.apply(rec)
         with self.batch_update():

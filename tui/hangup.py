@@ -48,11 +48,6 @@ class HangupGuard:
                 signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
 
-    @property
-    def hung_up(self) -> bool:
-        """True once the terminal has gone."""
-        return self._hung_up
-
     def _on_hangup(self, signum: int, frame: object) -> None:
         if self._hung_up:
             return

@@ -2,7 +2,8 @@
 
 The engine publishes on its own asyncio task, on the app's event loop; the bridge turns each event into a
 message. Batch changes are coalesced by batch id (the latest snapshot wins) into one `BatchesChanged` per
-burst, so 10,000 changes at start-up cost one grid update, not 10,000. Admission figures replace their
+burst: the message waiting in the app's queue takes every later change until the app reads its records, so
+10,000 changes at start-up cost one message and one grid update, not 10,000. Admission figures replace their
 predecessor in the queue (`can_replace`), as toolong does for its high-frequency messages.
 """
 
@@ -19,7 +20,6 @@ from gembatch.core.events import (
     CoolDownStarted,
     Event,
     EventBus,
-    Level,
     LogLine,
     PauseChanged,
     Quota,
@@ -31,10 +31,27 @@ from textual.message_pump import MessagePump
 
 
 class BatchesChanged(Message):
-    """Some batches changed; the receiver takes them with `EngineBridge.take_batches()`."""
+    """Some batches changed: the latest snapshot of each, by batch id, in the order they first changed.
 
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, BatchesChanged)
+    Open until its records are read: the bridge adds the changes that arrive while it waits in the queue."""
+
+    def __init__(self, record: BatchRecord) -> None:
+        super().__init__()
+        self._records = {record.batch_id: record}
+        self._open = True
+
+    def add(self, record: BatchRecord) -> bool:
+        """Take a later snapshot into this message; False once its records were read (post a new message)."""
+        if not self._open:
+            return False
+        self._records[record.batch_id] = record
+        return True
+
+    @property
+    def records(self) -> list[BatchRecord]:
+        """The snapshots, one per batch; reading them closes the message to later changes."""
+        self._open = False
+        return list(self._records.values())
 
 
 @dataclass
@@ -83,16 +100,15 @@ class EngineBridge:
 
     def __init__(self, bus: EventBus, target: MessagePump) -> None:
         self._target = target
-        self._pending: dict[str, BatchRecord] = {}
+        self._waiting: BatchesChanged | None = None  # the batch message not read yet
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self)
 
     def __call__(self, event: Event) -> None:
         match event:
             case BatchChanged(record=record):
-                first = not self._pending
-                self._pending[record.batch_id] = record
-                if first:
-                    self._target.post_message(BatchesChanged())
+                if self._waiting is None or not self._waiting.add(record):
+                    self._waiting = BatchesChanged(record)
+                    self._target.post_message(self._waiting)
             case LogLine():
                 self._target.post_message(LogAdded(event))
             case AdmissionChanged(figures=figures):
@@ -105,15 +121,6 @@ class EngineBridge:
                 self._target.post_message(PauseUpdated(paused))
             case RunFinished(exit_code=code, summary=summary):
                 self._target.post_message(RunEnded(code, dict(summary)))
-
-    def take_batches(self) -> list[BatchRecord]:
-        """The batch snapshots that arrived since the last call, one per batch id."""
-        taken, self._pending = self._pending, {}
-        return list(taken.values())
-
-    def note(self, level: Level, message: str, at: float) -> None:
-        """A line from outside the engine (the gateway's retries, the app itself) for the log pane."""
-        self._target.post_message(LogAdded(LogLine(at, level, message)))
 
     def close(self) -> None:
         """Stop listening."""

@@ -182,10 +182,6 @@ class Store:
         record = self._newest_by_name.get(name)
         return record if record is not None and record.live(now) else None
 
-    def any_file(self, name: str) -> FileRecord | None:
-        """The newest file ever kept under that name, live or not."""
-        return self._newest_by_name.get(name)
-
     def live_files(self, now: float) -> list[FileRecord]:
         """Live files, newest first."""
         return sorted((f for f in self.files.values() if f.live(now)), key=lambda f: -f.serial)

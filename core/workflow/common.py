@@ -110,13 +110,6 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def usd(amount: float) -> str:
-    """A dollar amount with enough digits to see small sums: $0.0123, $12.35."""
-    if amount == 0:
-        return "$0.00"
-    return f"${amount:,.4f}" if abs(amount) < 1 else f"${amount:,.2f}"
-
-
 def print_json(data: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

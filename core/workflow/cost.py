@@ -1,7 +1,7 @@
 """`gembatch-tui cost`: requests, tokens and cost at batch prices, estimated before a run and counted after it.
 
-`check_cost_limit(settings, batches)` is the check a run makes before it starts (settings.cost_limit_usd,
-TOML key `cost_limit_usd`, flag `--cost-limit-usd`).
+The estimate itself and the check a run makes before it starts are core/cost_estimate.py; the prices are
+core/pricing.py. This module holds the subcommand's arguments, the counts after a run and the report.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import ModelPrice, Settings
+from ..cost_estimate import CostEstimate, estimate_cost
 from ..input_scan import Rejection, ScannedFile, list_input_files, scan_file
+from ..pricing import DEFAULT_PRICES, PRICE_NOTE, PRICES_AS_OF, batch_usd, describe_table, find_price, price_table, usd
 from ..redact import MISSING_KEY_MESSAGE, api_key_from_env
 from .common import (
     EXIT_OK,
@@ -29,20 +30,8 @@ from .common import (
     parser_for,
     positive_int,
     print_json,
-    usd,
 )
-from .prices import BATCH_FACTOR, DEFAULT_PRICES, PRICE_NOTE, PRICES_AS_OF, describe_table, find_price, price_table
 from .resultset import result_files
-
-
-class SizedBatch(Protocol):
-    """What an estimate needs of a batch: a core.input_scan.ScannedFile or a core.model.BatchRecord."""
-
-    @property
-    def request_count(self) -> int: ...
-
-    @property
-    def est_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -51,88 +40,6 @@ class _Counted:
 
     request_count: int
     est_tokens: int
-
-
-def _batch_usd(tokens: int, per_million: float) -> float:
-    return tokens / 1_000_000 * per_million * BATCH_FACTOR
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    """The estimated cost of some batches at batch prices (None when the model has no known price)."""
-
-    model: str
-    priced_as: str | None
-    price: ModelPrice | None
-    files: int
-    requests: int
-    input_tokens: int
-    output_tokens_per_request: int
-
-    @property
-    def output_tokens(self) -> int:
-        return self.requests * self.output_tokens_per_request
-
-    @property
-    def input_usd(self) -> float | None:
-        return None if self.price is None else _batch_usd(self.input_tokens, self.price.input_per_million)
-
-    @property
-    def output_usd(self) -> float | None:
-        return None if self.price is None else _batch_usd(self.output_tokens, self.price.output_per_million)
-
-    @property
-    def total_usd(self) -> float | None:
-        if self.input_usd is None or self.output_usd is None:
-            return None
-        return self.input_usd + self.output_usd
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "priced_as": self.priced_as,
-            "price_per_million": None if self.price is None else {
-                "input": self.price.input_per_million, "output": self.price.output_per_million,
-                "batch_factor": BATCH_FACTOR},
-            "files": self.files, "requests": self.requests, "input_tokens": self.input_tokens,
-            "output_tokens_per_request": self.output_tokens_per_request, "output_tokens": self.output_tokens,
-            "input_usd": self.input_usd, "output_usd": self.output_usd, "total_usd": self.total_usd,
-        }
-
-
-def estimate_cost(batches: Iterable[SizedBatch], settings: Settings, model: str | None = None) -> CostEstimate:
-    """The estimate for `batches` with the settings' model (or `model`), prices and output assumption."""
-    model = model or settings.model
-    found = find_price(model, price_table(settings))
-    files = requests = tokens = 0
-    for batch in batches:
-        files += 1
-        requests += batch.request_count
-        tokens += batch.est_tokens
-    return CostEstimate(model, found[0] if found else None, found[1] if found else None, files, requests, tokens,
-                        settings.output_tokens_per_request)
-
-
-def check_cost_limit(settings: Settings, scanned_files: Iterable[SizedBatch]) -> str | None:
-    """Why a run must not start because of its cost limit, or None when it may (or no limit is set).
-
-    `scanned_files` are the batches the run would submit: ScannedFile objects, or BatchRecords (anything with
-    `request_count` and `est_tokens`). With a limit set and no price known for the model, the run is refused
-    too: a limit that cannot be checked must not be passed silently.
-    """
-    limit = settings.cost_limit_usd
-    if limit is None:
-        return None
-    estimate = estimate_cost(scanned_files, settings)
-    if estimate.total_usd is None:
-        return (f"a cost limit of {usd(limit)} is set (cost_limit_usd / --cost-limit-usd) but no price is known "
-                f"for model {estimate.model}: add [prices.\"{estimate.model}\"] with input and output (USD per 1M "
-                "tokens) to the config file; nothing was submitted")
-    if estimate.total_usd <= limit:
-        return None
-    return (f"estimated cost {usd(estimate.total_usd)} at batch prices for {estimate.requests} requests "
-            f"(~{estimate.input_tokens:,} input tokens, {estimate.output_tokens_per_request} output tokens assumed per "
-            f"request, model {estimate.model}) is over the cost limit of {usd(limit)} (cost_limit_usd / "
-            "--cost-limit-usd); nothing was submitted. See `gembatch-tui cost --input DIR`.")
 
 
 # --- after a run: the token counts the results report --------------------------------------------
@@ -186,8 +93,8 @@ class ActualCost:
         if price is None:
             return None
         usage = self.by_model[model]
-        return (_batch_usd(usage.input_tokens, price.input_per_million),
-                _batch_usd(usage.output_tokens, price.output_per_million))
+        return (batch_usd(usage.input_tokens, price.input_per_million),
+                batch_usd(usage.output_tokens, price.output_per_million))
 
     @property
     def total_usd(self) -> float | None:

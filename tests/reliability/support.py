@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 from gembatch.core.checkpoint import CheckpointError, CheckpointStore
 from gembatch.core.crash_points import ENV as CRASH_ENV
 from gembatch.core.input_scan import ScannedFile, list_input_files, scan_file
-from gembatch.core.naming import upload_display_name
+from gembatch.core.naming import name_stem, parse_job_display_name, upload_display_name
 
 # Figures gathered by the tests of this folder; conftest prints them at the end of the session.
 FIGURES: Counter[str] = Counter()
@@ -43,15 +42,10 @@ retry_max_wait = 0.5
 ambiguous_grace = 1.0
 """
 
-_JOB_NAME = re.compile(r"^gembatch-(?P<run>[0-9a-f]+)-(?P<stem>.+)-(?P<sha12>[0-9a-f]{12})-a(?P<attempt>[0-9]+)$")
-
-
 def parse_job_name(display_name: str | None) -> tuple[str, str, str, int] | None:
     """(run id, file stem, sha256[:12], attempt) of a display name made by core/naming.py, else None."""
-    match = _JOB_NAME.match(display_name or "")
-    if match is None:
-        return None
-    return match["run"], match["stem"], match["sha12"], int(match["attempt"])
+    parts = parse_job_display_name(display_name)
+    return None if parts is None else (parts.run_id, parts.stem, parts.sha12, parts.attempt)
 
 
 @dataclass
@@ -252,8 +246,7 @@ def jobs_of(emu: Any, scanned: ScannedFile) -> list[dict[str, Any]]:
     found = []
     for job in emu.jobs():
         parsed = parse_job_name(job["display_name"])
-        if parsed and parsed[1] == re.sub(r"[^A-Za-z0-9._-]+", "_", scanned.batch_id)[:200] \
-                and parsed[2] == scanned.sha256[:12]:
+        if parsed and parsed[1] == name_stem(scanned.batch_id) and parsed[2] == scanned.sha256[:12]:
             found.append(job)
     return found
 

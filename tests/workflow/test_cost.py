@@ -1,4 +1,5 @@
-"""`gembatch-tui cost` and check_cost_limit: estimates at batch prices, the limit, the counts after a run."""
+"""`gembatch-tui cost`: estimates at batch prices, the limit, the counts after a run (the estimate itself and
+check_cost_limit: tests/test_cost_estimate.py; the price table: tests/test_pricing.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ from pathlib import Path
 
 import pytest
 from gembatch.core.cli_args import resolve_settings
-from gembatch.core.config import ConfigError, ModelPrice, Settings, load_settings
+from gembatch.core.config import ConfigError, load_settings
 from gembatch.core.gateway import Gateway
-from gembatch.core.input_scan import ScannedFile, list_input_files, scan_file
-from gembatch.core.model import BatchRecord
-from gembatch.core.workflow import check_cost_limit
-from gembatch.core.workflow.cost import estimate_cost, sample_requests
-from gembatch.core.workflow.prices import DEFAULT_PRICES, PRICES_AS_OF, find_price
+from gembatch.core.pricing import PRICES_AS_OF
+from gembatch.core.workflow.cost import sample_requests
 
 from .helpers import answer, error, request_line, run_cli, run_json, write_lines
 
@@ -68,42 +66,6 @@ def test_prices_from_the_config_and_unknown_models(tmp_path: Path, capsys) -> No
     assert report["estimate"]["price_per_million"]["input"] == 1.0  # the config overrides the built-in price
     code, _, err = run_cli(capsys, "cost", "--input", input_dir, "--model", "no-such-model")
     assert code == 2 and 'add [prices."no-such-model"]' in err
-
-
-def test_model_names_find_their_price() -> None:
-    flash = DEFAULT_PRICES["gemini-2.5-flash"]
-    assert find_price("models/gemini-2.5-flash", DEFAULT_PRICES) == ("gemini-2.5-flash", flash)
-    assert find_price("gemini-2.5-flash-lite-001", DEFAULT_PRICES)[0] == "gemini-2.5-flash-lite"
-    assert find_price("gemini-2.5-flash-001", DEFAULT_PRICES)[0] == "gemini-2.5-flash"
-    assert find_price("gemini-2.5-flashy", DEFAULT_PRICES) is None
-    for name in ("gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-2.5-pro", "gemini-2.5-flash",
-                 "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite", "gemini-3-pro-image-preview"):
-        assert name in DEFAULT_PRICES  # every model of the protocol doc's section 6
-
-
-def test_check_cost_limit(tmp_path: Path) -> None:
-    input_dir, _ = _inputs(tmp_path)
-    scanned = [scan_file(p) for p in list_input_files(input_dir)]
-    assert all(isinstance(s, ScannedFile) for s in scanned)
-    settings = Settings(model="gemini-2.5-pro")
-    assert check_cost_limit(settings, scanned) is None  # no limit set
-    settings.cost_limit_usd = 100.0
-    assert check_cost_limit(settings, scanned) is None
-    settings.cost_limit_usd = 0.01
-    message = check_cost_limit(settings, scanned)
-    assert message is not None
-    assert "over the cost limit of $0.0100" in message and "100 requests" in message
-    assert "nothing was submitted" in message
-    # BatchRecords work as well (a resumed run has records, not scans)
-    records = [BatchRecord("a", "a.jsonl", request_count=10, est_tokens=10_000_000)]
-    assert check_cost_limit(Settings(cost_limit_usd=1.0), records) is not None
-    assert check_cost_limit(Settings(cost_limit_usd=100.0), records) is None
-    # a limit that cannot be checked refuses the run
-    unknown = check_cost_limit(Settings(model="mystery", cost_limit_usd=100.0), records)
-    assert unknown is not None and "no price is known for model mystery" in unknown
-    priced = Settings(model="mystery", cost_limit_usd=100.0, prices={"mystery": ModelPrice(1.0, 1.0)})
-    assert check_cost_limit(priced, records) is None
-    assert estimate_cost(records, priced).total_usd == pytest.approx((10_000_000 + 10 * 1000) / 1e6 * 0.5)
 
 
 def test_cost_limit_setting_from_toml_and_flag(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Built-in model prices for cost estimates, and how a model name finds its price.
+"""Built-in model prices for cost estimates, how a model name finds its price, and dollar amounts.
 
 Prices are the interactive (standard, paid tier) USD per 1M tokens for text, for prompts up to 200k
 tokens where the price has tiers. Batch jobs cost half (`BATCH_FACTOR`). Prices change: a `[prices]`
@@ -7,7 +7,7 @@ table in the config file overrides any of them, and adds models.
 
 from __future__ import annotations
 
-from ..config import ModelPrice, Settings
+from .config import ModelPrice, Settings
 
 PRICES_AS_OF = "2025-12-15"
 PRICES_SOURCE = "https://ai.google.dev/gemini-api/docs/pricing"
@@ -46,6 +46,18 @@ def find_price(model: str, table: dict[str, ModelPrice]) -> tuple[str, ModelPric
         return None
     best = max(candidates, key=len)
     return best, table[best]
+
+
+def batch_usd(tokens: int, per_million: float) -> float:
+    """What `tokens` cost in a batch job at an interactive price of `per_million` USD per 1M tokens."""
+    return tokens / 1_000_000 * per_million * BATCH_FACTOR
+
+
+def usd(amount: float) -> str:
+    """A dollar amount with enough digits to see small sums: $0.0123, $12.35."""
+    if amount == 0:
+        return "$0.00"
+    return f"${amount:,.4f}" if abs(amount) < 1 else f"${amount:,.2f}"
 
 
 def describe_table(table: dict[str, ModelPrice]) -> str:
