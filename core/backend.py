@@ -41,14 +41,8 @@ class JobState(Enum):
         """True once the service will not change a job in this state any more."""
         return self in _ENDED
 
-    @property
-    def live(self) -> bool:
-        """Waiting or running: the job holds part of the quota and will end by itself."""
-        return self in _LIVE
-
 
 _ENDED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
-_LIVE = frozenset({JobState.UNSPECIFIED, JobState.QUEUED, JobState.PENDING, JobState.RUNNING})
 
 
 class FileState(Enum):
