@@ -3,18 +3,20 @@ composition opens the backend the `backend` setting names (or says which values 
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from gembatch.core import compose, gateway
-from gembatch.core.backend import FileState, JobState
+from gembatch.core.backend import BatchBackend, FileState, JobState
 from gembatch.core.cli_args import resolve_settings
 from gembatch.core.config import ConfigError, Settings, load_settings
 from gembatch.core.workflow.common import WorkflowError, open_backend
 from google.genai import types
 
 from .conftest import FAKE_KEY
+from .engine.memory_backend import MemoryBackend
 
 
 @pytest.mark.parametrize(("server", "state", "ended"), [
@@ -101,3 +103,18 @@ def test_adding_a_backend_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPa
     assert made == ["m"]
     with pytest.raises(ConfigError, match="expected one of 'gemini', 'other'"):
         compose.open_backend(Settings(backend="third"), FAKE_KEY)
+
+
+def _members(cls: type) -> dict[str, list[str]]:
+    """Public methods of a class with their parameter names (self left out)."""
+    return {name: list(inspect.signature(value).parameters)[1:] for name, value in vars(cls).items()
+            if callable(value) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize("backend", [gateway.Gateway, MemoryBackend])
+def test_each_backend_has_every_method_of_the_protocol_with_its_parameters(backend: type) -> None:
+    wanted = _members(BatchBackend)
+    have = _members(backend)
+    assert {name: have.get(name) for name in wanted} == wanted
+    assert all(inspect.iscoroutinefunction(getattr(backend, name)) for name in wanted)
+    assert {"list_page_size", "on_retry"} <= set(BatchBackend.__annotations__)
