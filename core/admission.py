@@ -17,7 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .events import AdmissionFigures, Quota
+from .backend import JobState, Quota
+from .events import AdmissionFigures
 
 if TYPE_CHECKING:
     from .config import AdmissionSettings
@@ -149,7 +150,7 @@ class Admission:
         self._unconfirmed: list[tuple[float, frozenset[str], int]] = []  # (accepted at, jobs held, their tokens)
         self._verdict: Verdict | None = None
         self._others_active = 0
-        self._others_states: dict[str, int] = {}
+        self._others_states: dict[JobState, int] = {}
         self._others_recent: list[float] = []  # create times of other jobs within the window
         self._others_seen_at: float | None = None
         self._cool_until: float | None = None
@@ -214,7 +215,7 @@ class Admission:
         recent = sorted(t + _RESTORED_LATENESS for t in times if t + _RESTORED_LATENESS > now - WINDOW)
         self._sent = deque(sorted([*self._sent, *(min(t, now) for t in recent)]))
 
-    def others_seen(self, states: dict[str, int], recent_creates: list[float], now: float) -> None:
+    def others_seen(self, states: dict[JobState, int], recent_creates: list[float], now: float) -> None:
         """What a batches.list walk saw of jobs that are not ours: unended ones by state, and their create times."""
         active = sum(states.values())
         if active < self._others_active:  # jobs that held part of the quota ended: what was learned while they
@@ -566,7 +567,7 @@ class Admission:
         return self._verdict
 
     @property
-    def other_jobs(self) -> dict[str, int]:
+    def other_jobs(self) -> dict[JobState, int]:
         """Unended jobs on the account that are not ours, by state, as the last poll saw them."""
         return dict(self._others_states)
 
@@ -621,8 +622,8 @@ class Admission:
             if value is not None:
                 out[key] = value
         if self._others_seen_at is not None:
-            out[OTHER_JOBS_PENDING] = self._others_states.get("JOB_STATE_PENDING", 0)
-            out[OTHER_JOBS_RUNNING] = self._others_states.get("JOB_STATE_RUNNING", 0)
+            out[OTHER_JOBS_PENDING] = self._others_states.get(JobState.PENDING, 0)
+            out[OTHER_JOBS_RUNNING] = self._others_states.get(JobState.RUNNING, 0)
             out[OTHER_JOBS_SEEN_AT] = round(self._others_seen_at)
         return out
 

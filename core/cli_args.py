@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from .compose import check_backend
 from .config import ConfigError, Settings, assign_setting, coerce_setting, default_config_path, load_settings
 
 CHECKPOINT_SUFFIXES = (".json", ".toml")
@@ -275,6 +276,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
             f"{_origin(settings, args, 'checkpoint')}: the checkpoint file must end in .json or .toml, "
             f"got {str(settings.checkpoint)!r}"
         )
+    check_backend(settings)
     if settings.rebuild_from_server and (settings.demo or settings.read_only or not settings.headless):
         raise ConfigError(
             "--rebuild-from-server runs with --headless (not with --demo or --read-only): it prints what it "

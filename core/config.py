@@ -112,6 +112,7 @@ class Settings:
     progress_interval: float = 60.0  # seconds between two headless progress lines
     request_check: str = "error"  # request lines the API would refuse: "error" rejects the file, "warn", "off"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    backend: str = "gemini"  # the batch service; core/compose.py lists the valid values
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -169,6 +170,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "allow_duplicate_inputs": _Key("allow_duplicate_inputs", bool),
     "progress_interval": _positive("progress_interval"),
     "request_check": _Key("request_check", str, choices=("error", "warn", "off")),
+    "backend": _Key("backend", str),  # checked against core/compose.py's table when the backend is opened
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {
@@ -524,6 +526,18 @@ def _key_line(lines: list[str], table: str, name: str) -> int | None:
     return None
 
 
+def setting_place(settings: Settings, key: str) -> str:
+    """Where a top-level key was set, for a message: "FILE:LINE: key" (or "FILE: key") when the settings came
+    from a config file, else the key alone."""
+    if settings.config_path is None:
+        return key
+    try:
+        line = _key_line(_read_text(settings.config_path).splitlines(), "", key)
+    except ConfigError:
+        line = None
+    return f"{settings.config_path}:{line}: {key}" if line else f"{settings.config_path}: {key}"
+
+
 __all__ = [
     "AdmissionSettings",
     "ConfigError",
@@ -538,4 +552,5 @@ __all__ = [
     "known_keys",
     "load_settings",
     "range_problem",
+    "setting_place",
 ]

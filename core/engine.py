@@ -20,6 +20,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .admission import Admission, Decision
+from .backend import (
+    Ambiguous,
+    BatchBackend,
+    FileState,
+    GatewayError,
+    JobState,
+    Permanent,
+    Quota,
+    RateLimited,
+    RemoteFile,
+    RemoteJob,
+    Transient,
+    Unusable,
+    UploadRefused,
+)
 from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
 from .config import Settings
 from .cost_estimate import check_cost_limit
@@ -33,23 +48,9 @@ from .events import (
     Level,
     LogLine,
     PauseChanged,
-    Quota,
     RunFinished,
 )
 from .exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_OVER_COST_LIMIT, EXIT_USAGE
-from .gateway import (
-    LIST_PAGE_SIZE,
-    Ambiguous,
-    Gateway,
-    GatewayError,
-    Permanent,
-    RateLimited,
-    RemoteFile,
-    RemoteJob,
-    Transient,
-    Unusable,
-    UploadRefused,
-)
 from .input_scan import (
     INPUT_SUFFIX,
     InputSurvey,
@@ -80,10 +81,10 @@ class RunRefused(Exception):
         self.exit_code = exit_code
 
 _SERVER_END_STATES = {
-    "JOB_STATE_SUCCEEDED": Stage.SUCCEEDED,
-    "JOB_STATE_FAILED": Stage.FAILED,
-    "JOB_STATE_CANCELLED": Stage.CANCELLED,
-    "JOB_STATE_EXPIRED": Stage.EXPIRED,
+    JobState.SUCCEEDED: Stage.SUCCEEDED,
+    JobState.FAILED: Stage.FAILED,
+    JobState.CANCELLED: Stage.CANCELLED,
+    JobState.EXPIRED: Stage.EXPIRED,
 }
 _RETRYABLE_SERVER_ENDS = {Stage.FAILED, Stage.EXPIRED}
 _TRANSIENT_PAUSE = 2.0  # seconds before the creator tries again after a create that never left
@@ -101,7 +102,7 @@ class Engine:
     def __init__(
         self,
         settings: Settings,
-        gateway: Gateway,
+        gateway: BatchBackend,
         store: CheckpointStore,
         *,
         bus: EventBus | None = None,
@@ -733,7 +734,7 @@ class Engine:
             files = []
         by_name = {}
         for remote in files:
-            if remote.display_name and remote.state in (None, "ACTIVE", "PROCESSING"):
+            if remote.display_name and remote.state in (None, FileState.ACTIVE, FileState.PROCESSING):
                 by_name.setdefault(remote.display_name, remote)
         for rec in waiting:
             remote = by_name.get(upload_display_name(rec.sha256))
@@ -749,7 +750,7 @@ class Engine:
         rec.upload_name = remote.name
         rec.upload_expires_at = remote.expires_at
         rec.upload_lifetime = remote.lifetime
-        rec.upload_active = remote.state in (None, "ACTIVE")
+        rec.upload_active = remote.usable
 
     async def _worker_pool(
         self,
@@ -924,10 +925,10 @@ class Engine:
                       Level.ERROR)
             return
         self._take_upload(rec, remote)
-        if remote.state == "FAILED":
+        if remote.state is FileState.FAILED:
             await self._upload_failed(rec, remote.error or "the server marked the upload FAILED")
             return
-        state = "" if rec.upload_active else f" ({remote.state.lower() if remote.state else 'processing'})"
+        state = "" if rec.upload_active else f" ({remote.state.value if remote.state else 'processing'})"
         self._set(rec, Stage.UPLOADED, f"uploaded as {remote.name}{state}")
 
     async def _upload_failed(self, rec: BatchRecord, reason: str) -> None:
@@ -1006,7 +1007,7 @@ class Engine:
             self._reupload_gone(rec, f"its upload {rec.upload_name} is gone from the server")
             return
         self._take_upload(rec, remote)
-        if remote.state == "FAILED":
+        if remote.state is FileState.FAILED:
             await self._upload_failed(rec, remote.error or "the server marked the upload FAILED")
             return
         if rec.upload_active:
@@ -1167,7 +1168,7 @@ class Engine:
                 return True
             self._live_jobs_by_source = {}
             for job in jobs:
-                if job.input_file and (job.state == "JOB_STATE_SUCCEEDED" or not job.ended):
+                if job.input_file and (job.state is JobState.SUCCEEDED or not job.ended):
                     self._live_jobs_by_source.setdefault(job.input_file, []).append(job)
         self._adopted_uploads_checked.add(rec.batch_id)
         users = self._live_jobs_by_source.get(rec.upload_name or "", [])
@@ -1176,10 +1177,10 @@ class Engine:
             users = [job for job in users if job.name not in tracked]
         if not users:
             return False
-        job = max(users, key=lambda j: (j.state == "JOB_STATE_SUCCEEDED", -(j.create_time or 0.0)))
+        job = max(users, key=lambda j: (j.state is JobState.SUCCEEDED, -(j.create_time or 0.0)))
         rec.job_name, rec.display_name, rec.last_error = job.name, job.display_name, None
         rec.intent_at = job.create_time or self.clock()
-        note = (f"job {job.name} ({job.display_name}, {job.state}) was already made from its adopted upload "
+        note = (f"job {job.name} ({job.display_name}, {job.state_label}) was already made from its adopted upload "
                 f"{rec.upload_name}: adopted instead of creating another")
         if not job.ended:
             self.admission.job_started(rec.batch_id, rec.est_tokens)
@@ -1263,7 +1264,7 @@ class Engine:
         unseen = dict(active)
         token: str | None = None
         pages = 0
-        budget = -(-len(active) // LIST_PAGE_SIZE) + 2
+        budget = -(-len(active) // self.gateway.list_page_size) + 2
         listed: list[RemoteJob] = []
         while unseen:
             jobs, token = await self.gateway.list_jobs_page(token)
@@ -1294,7 +1295,7 @@ class Engine:
         assert self.state is not None
         ours = {rec.job_name for rec in self.records.values() if rec.job_name}
         prefix = run_job_prefix(self.state.run_id)
-        states: dict[str, int] = {}
+        states: dict[JobState, int] = {}
         recent: list[float] = []
         for job in listed:
             if job.name in ours or (job.display_name or "").startswith(prefix):
@@ -1307,7 +1308,7 @@ class Engine:
         self.admission.others_seen(states, recent, self.clock())
         if states != before:
             self._log(Level.INFO, "other jobs on the account (not ours, left alone): "
-                      + (", ".join(f"{n} {state.removeprefix('JOB_STATE_').lower()}" for state, n in states.items())
+                      + (", ".join(f"{n} {state.value}" for state, n in states.items())
                          or "none"))
             self._publish_admission()
 
@@ -1339,8 +1340,8 @@ class Engine:
     def _apply_job(self, rec: BatchRecord, job: RemoteJob, note: str | None = None) -> None:
         """Bring a record in line with what the server says about its job."""
         self._poll_schedule.observe(rec.batch_id, job, self.clock())
-        changed = rec.job_state != job.state
-        rec.job_state = job.state
+        changed = rec.job_state != job.state_label
+        rec.job_state = job.state_label
         for attr, value in (("succeeded_count", job.succeeded), ("failed_count", job.failed),
                             ("pending_count", job.pending)):
             if value is not None and getattr(rec, attr) != value:
@@ -1354,8 +1355,8 @@ class Engine:
         elif end is not None:
             if end is Stage.EXPIRED and job.result_file:
                 self._keep_partial_results(rec, job.result_file)
-            self._handle_server_end(rec, end, job.error or job.state)
-        elif job.state == "JOB_STATE_RUNNING" and rec.stage is not Stage.RUNNING:
+            self._handle_server_end(rec, end, job.error or job.state_label)
+        elif job.state is JobState.RUNNING and rec.stage is not Stage.RUNNING:
             self._set(rec, Stage.RUNNING, note or f"job {job.name} running")
         elif rec.stage is Stage.CREATING:
             self._set(rec, Stage.PENDING, note or f"job {job.name} pending")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .backend import Quota
 from .model import BatchRecord
 
 log = logging.getLogger(__name__)
@@ -19,15 +20,6 @@ class Level(StrEnum):
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
-
-
-class Quota(StrEnum):
-    """Which server quota a 429 (or our own admission) is about."""
-
-    CONCURRENT_JOBS = "concurrent-jobs"
-    ENQUEUED_TOKENS = "enqueued-tokens"
-    CREATES_PER_MINUTE = "creates-per-minute"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

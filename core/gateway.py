@@ -1,6 +1,8 @@
-"""The one module that talks to the Gemini API, through the google-genai SDK (async client, v1beta).
+"""The Gemini Developer API backend (a core.backend.BatchBackend), through the google-genai SDK (async, v1beta).
 
-It turns SDK and transport errors into the engine's own: rate-limited, transient, permanent, ambiguous.
+The only module that knows the service's spellings: JOB_STATE_* / BATCH_STATE_* names, `files/...` and
+`batches/...` names, the 48-hour upload lifetime. It turns SDK and transport errors into the engine's own:
+rate-limited, transient, permanent, ambiguous.
 Calls that are safe to repeat (get, list, download, upload) are retried here with tenacity; creates never are.
 """
 
@@ -12,7 +14,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,8 +28,22 @@ from tenacity import (
 )
 
 from .api_trace import ApiTrace
-from .config import API_VERSION
-from .events import Quota
+from .backend import (
+    Ambiguous,
+    FileState,
+    GatewayError,
+    JobState,
+    Permanent,
+    Quota,
+    RateLimited,
+    RemoteFile,
+    RemoteJob,
+    RetryLogger,
+    Transient,
+    Unusable,
+    UploadRefused,
+)
+from .config import API_VERSION, Settings
 
 if TYPE_CHECKING:
     from google.genai import errors as genai_errors
@@ -71,99 +86,20 @@ def _httpx() -> Any:
     return httpx2
 
 
-class GatewayError(Exception):
-    """Base of the errors the engine sees; `str()` never contains the API key."""
-
-    retry_after: float | None = None
-
-
-class RateLimited(GatewayError):
-    """HTTP 429: the named quota is exhausted; nothing was created."""
-
-    def __init__(self, message: str, quota: Quota, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.quota = quota
-        self.retry_after = retry_after
-
-
-class Transient(GatewayError):
-    """A failure that did not take effect (or is safe to repeat): try again later."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Permanent(GatewayError):
-    """A clear refusal (4xx other than 429): repeating the same call will not help."""
-
-    def __init__(self, message: str, code: int, status: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-class Ambiguous(GatewayError):
-    """A create whose outcome is unknown (timeout, reset, 5xx): the job may exist on the server."""
-
-
-class Unusable(Permanent):
-    """The run cannot go on as configured (a refused key, a redirect, a wrong base URL, no accepted MIME type):
-    every further call would fail the same way, so the engine stops with this message."""
-
-
-class UploadRefused(Permanent):
-    """The server refused this upload for a reason of the file itself (4xx): repeating it will not help."""
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFile:
-    """An uploaded file as the Files API reports it."""
-
-    name: str
-    display_name: str | None
-    size_bytes: int | None
-    sha256_hex: str | None
-    expires_at: float | None
-    state: str | None  # "PROCESSING", "ACTIVE" or "FAILED" (None when the server did not say)
-    error: str | None = None  # why a FAILED file failed, as the server put it
-    create_time: float | None = None  # unix time; with expires_at, the lifetime the server gave the file
-
-    @property
-    def lifetime(self) -> float | None:
-        """Seconds between the file's creation and its expiry, when the server gave both."""
-        if self.create_time is None or self.expires_at is None:
-            return None
-        return max(0.0, self.expires_at - self.create_time)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteJob:
-    """A batch job as the Batches API reports it, with batchStats when the raw JSON carried them."""
-
-    name: str
-    display_name: str | None
-    state: str  # "JOB_STATE_…"
-    result_file: str | None
-    request_count: int | None = None
-    succeeded: int | None = None
-    failed: int | None = None
-    pending: int | None = None
-    error: str | None = None
-    create_time: float | None = None  # unix time, from metadata.createTime
-    end_time: float | None = None  # unix time, from metadata.endTime (ended jobs): create-to-end is the duration
-    input_file: str | None = None  # "files/…" the job was created from (metadata.inputConfig.fileName)
-    results_inline: bool = False  # its output is metadata.output.inlinedResponses, not a responses file
-
-    @property
-    def ended(self) -> bool:
-        """True once the server will not change this job any more."""
-        return self.state in ENDED_JOB_STATES
-
-
-ENDED_JOB_STATES = frozenset(
-    {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
-)
+# The service's job states (the SDK's JobState names; batches.get/list say BATCH_STATE_* and are renamed).
+_JOB_STATES = {
+    "JOB_STATE_UNSPECIFIED": JobState.UNSPECIFIED,
+    "JOB_STATE_QUEUED": JobState.QUEUED,
+    "JOB_STATE_PENDING": JobState.PENDING,
+    "JOB_STATE_RUNNING": JobState.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobState.SUCCEEDED,
+    "JOB_STATE_FAILED": JobState.FAILED,
+    "JOB_STATE_CANCELLED": JobState.CANCELLED,
+    "JOB_STATE_EXPIRED": JobState.EXPIRED,
+}
+_FILE_STATES = {"PROCESSING": FileState.PROCESSING, "ACTIVE": FileState.ACTIVE, "FAILED": FileState.FAILED}
+# How long the Files API keeps an upload; used only when the server gives no expirationTime (its own wins).
+FILE_LIFETIME = 48 * 3600.0
 _BATCH_TO_JOB_STATE = {
     "BATCH_STATE_UNSPECIFIED": "JOB_STATE_UNSPECIFIED",
     "BATCH_STATE_PENDING": "JOB_STATE_PENDING",
@@ -267,17 +203,35 @@ def _sha256_hex(value: str | None) -> str | None:
     return None
 
 
+def job_state(text: str) -> JobState:
+    """The engine's JobState of a service state name (JOB_STATE_* or BATCH_STATE_*)."""
+    return _JOB_STATES.get(_BATCH_TO_JOB_STATE.get(text, text), JobState.OTHER)
+
+
+def file_state(text: str | None) -> FileState | None:
+    """The engine's FileState of a Files API state name; None when the server did not say."""
+    return None if text is None else _FILE_STATES.get(text, FileState.UNSPECIFIED)
+
+
+def _expiry(expires_at: float | None, create_time: float | None) -> float | None:
+    """The server's expirationTime; when it gave none, the Files API's documented lifetime from createTime."""
+    if expires_at is None and create_time is not None:
+        return create_time + FILE_LIFETIME
+    return expires_at
+
+
 def _remote_file(f: types.File) -> RemoteFile:
     error = f.error
+    created = _timestamp(f.create_time)
     return RemoteFile(
         name=f.name or "",
         display_name=f.display_name,
         size_bytes=f.size_bytes,
         sha256_hex=_sha256_hex(f.sha256_hash),
-        expires_at=_timestamp(f.expiration_time),
-        state=f.state.name if f.state is not None else None,
+        expires_at=_expiry(_timestamp(f.expiration_time), created),
+        state=file_state(f.state.name if f.state is not None else None),
         error=_short(f"{error.code or ''} {error.message or ''}".strip()) or None if error is not None else None,
-        create_time=_timestamp(f.create_time),
+        create_time=created,
     )
 
 
@@ -294,11 +248,13 @@ def job_from_operation(op: dict[str, Any]) -> RemoteJob:
     stats = meta.get("batchStats") or {}
     output = meta.get("output") or {}
     state = str(meta.get("state", "BATCH_STATE_UNSPECIFIED"))
+    text = _BATCH_TO_JOB_STATE.get(state, state)
     error = op.get("error")
     return RemoteJob(
         name=str(op.get("name") or meta.get("name") or ""),
         display_name=meta.get("displayName"),
-        state=_BATCH_TO_JOB_STATE.get(state, state),
+        state=job_state(text),
+        state_text=text,
         result_file=output.get("responsesFile"),
         results_inline="inlinedResponses" in output,
         request_count=_int(stats.get("requestCount")),
@@ -334,10 +290,12 @@ def inline_result_lines(op: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _job_from_sdk(job: types.BatchJob) -> RemoteJob:
+    text = job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED"
     return RemoteJob(
         name=job.name or "",
         display_name=job.display_name,
-        state=job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED",
+        state=job_state(text),
+        state_text=text,
         result_file=job.dest.file_name if job.dest is not None else None,
         results_inline=bool(job.dest is not None and job.dest.inlined_responses),
         create_time=_timestamp(job.create_time),
@@ -407,11 +365,8 @@ class _WaitForServerHint(wait_exponential_jitter):
         return max(backoff, float(hint)) if hint else backoff
 
 
-RetryLogger = Callable[[str], None]
-
-
 class Gateway:
-    """Async access to Files and Batches for one model; the API key stays inside the SDK client."""
+    """The Gemini Developer API's Files and Batches for one model; the API key stays inside the SDK client."""
 
     def __init__(
         self,
@@ -426,6 +381,7 @@ class Gateway:
         trace: ApiTrace | None = None,
     ) -> None:
         self.model = model
+        self.list_page_size = LIST_PAGE_SIZE
         self._timeout = timeout
         self._max_retries = max(1, max_retries)
         self._retry_max_wait = retry_max_wait
@@ -683,3 +639,11 @@ class Gateway:
             return int(json.loads(response.body or "{}").get("totalTokens", 0))
 
         return await self._safe(f"count tokens with {name}", call)
+
+
+def open_gemini(settings: Settings, api_key: str, *, model: str, base_url: str | None,
+                trace: ApiTrace | None) -> Gateway:
+    """The Gemini Developer API backend for core/compose.py, with the run's timeouts and retries."""
+    return Gateway(api_key=api_key, model=model, base_url=base_url, timeout=settings.transfer.request_timeout,
+                   max_retries=settings.transfer.max_retries, retry_max_wait=settings.transfer.retry_max_wait,
+                   trace=trace)

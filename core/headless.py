@@ -13,9 +13,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .api_trace import ApiTrace
-from .checkpoint import CheckpointError, CheckpointLocked, CheckpointStore
-from .config import ConfigError, Settings
+from .backend import GatewayError
+from .checkpoint import CheckpointError, CheckpointLocked
+from .compose import build_engine
+from .config import Settings
 from .engine import Engine, RunRefused
 from .events import (
     AdmissionChanged,
@@ -28,7 +29,6 @@ from .events import (
     RunFinished,
 )
 from .exit_codes import EXIT_INTERNAL, EXIT_USAGE, leaving_code
-from .gateway import Gateway, GatewayError
 from .leaving_summary import leaving_summary
 from .notify import Notifier
 from .progress_report import ProgressReport, RunCounts, count_batches, utc_stamp
@@ -106,34 +106,6 @@ def _silence(stream: TextIO) -> None:
     if stream is sys.stderr or stream is sys.__stderr__:
         with contextlib.suppress(OSError):
             sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (lives until exit)
-
-
-def build_engine(settings: Settings, api_key: str, on_retry: Callable[[str], None] | None = None) -> Engine:
-    """The engine with its gateway and checkpoint store, as both the headless runner and the TUI use it.
-
-    Retries are logged as engine LogLines; `on_retry`, when given, receives them instead.
-    """
-    store = CheckpointStore(settings.checkpoint_path())
-    trace = None
-    if settings.trace is not None:
-        try:
-            settings.trace.parent.mkdir(parents=True, exist_ok=True)
-            trace = ApiTrace(settings.trace)
-        except OSError as exc:
-            raise ConfigError(f"--trace {settings.trace}: cannot write it: {exc.strerror or exc}") from None
-    gateway = Gateway(
-        api_key=api_key,
-        model=settings.model,
-        base_url=settings.base_url,
-        timeout=settings.transfer.request_timeout,
-        max_retries=settings.transfer.max_retries,
-        retry_max_wait=settings.transfer.retry_max_wait,
-        trace=trace,
-    )
-    engine = Engine(settings, gateway, store)
-    if on_retry is not None:
-        gateway.on_retry = on_retry
-    return engine
 
 
 def open_run_log(settings: Settings, api_key: str) -> RunLogFile:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-from .gateway import RemoteJob
+from .backend import JobState, RemoteJob
 
 DURATIONS_KEPT = 64
 EARLY_POLL_SPACING = 1 / 20
@@ -32,7 +32,7 @@ class PollSchedule:
         if job.ended:
             self._seen_at.pop(batch_id, None)
             self._check_at.pop(batch_id, None)
-            if job.state == "JOB_STATE_SUCCEEDED" and job.create_time is not None and job.end_time is not None:
+            if job.state is JobState.SUCCEEDED and job.create_time is not None and job.end_time is not None:
                 self._durations.append(max(0.0, job.end_time - job.create_time))
         else:
             self._seen_at.setdefault(batch_id, now)

@@ -20,18 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backend import BatchBackend, JobState, RemoteFile, RemoteJob
 from .checkpoint import CheckpointError, CheckpointStore, RunState
 from .config import Settings
-from .gateway import Gateway, RemoteFile, RemoteJob
 from .input_scan import Rejection, ScannedFile, list_input_files, scan_file
 from .model import BatchRecord, Stage
 from .naming import JobName, name_stem, parse_job_display_name, result_file_name, upload_display_name
 from .results import check_results
 
 _MOVED_SUFFIX = ".before-rebuild-"
-_RUNNING = {"JOB_STATE_PENDING": Stage.PENDING, "JOB_STATE_RUNNING": Stage.RUNNING,
-            "JOB_STATE_QUEUED": Stage.PENDING, "JOB_STATE_UNSPECIFIED": Stage.PENDING}
-_RETRYABLE = {"JOB_STATE_FAILED", "JOB_STATE_EXPIRED"}
+_RUNNING = {JobState.PENDING: Stage.PENDING, JobState.RUNNING: Stage.RUNNING,
+            JobState.QUEUED: Stage.PENDING, JobState.UNSPECIFIED: Stage.PENDING}
+_RETRYABLE = {JobState.FAILED, JobState.EXPIRED}
 
 
 class RebuildError(Exception):
@@ -71,7 +71,7 @@ class RebuildReport:
         return out
 
 
-async def rebuild_from_server(settings: Settings, gateway: Gateway, store: CheckpointStore, *,
+async def rebuild_from_server(settings: Settings, gateway: BatchBackend, store: CheckpointStore, *,
                               clock: Callable[[], float] = time.time) -> RebuildReport:
     """Write a new checkpoint for `settings.input_dir` from the server's lists; the caller holds the lock.
 
@@ -124,7 +124,7 @@ def scan_folder(settings: Settings) -> dict[str, tuple[Path, ScannedFile | Rejec
     return out
 
 
-async def all_jobs(gateway: Gateway) -> list[RemoteJob]:
+async def all_jobs(gateway: BatchBackend) -> list[RemoteJob]:
     """Every batch job of the account, newest first (all pages)."""
     jobs: list[RemoteJob] = []
     token: str | None = None
@@ -158,7 +158,7 @@ def _uploads_by_name(files: list[RemoteFile], now: float, margin: float) -> dict
     """Usable uploads (active, not about to expire) by display name, the one living longest first."""
     out: dict[str, RemoteFile] = {}
     for remote in files:
-        if not remote.display_name or remote.state not in (None, "ACTIVE"):
+        if not remote.display_name or not remote.usable:
             continue
         if remote.expires_at is not None and remote.expires_at - now <= margin:
             continue
@@ -169,7 +169,7 @@ def _uploads_by_name(files: list[RemoteFile], now: float, margin: float) -> dict
 
 
 def _job_rank(job: RemoteJob, parts: JobName, run_id: str) -> tuple[int, int, int]:
-    state = 3 if job.state == "JOB_STATE_SUCCEEDED" else 2 if job.state in _RUNNING else 1
+    state = 3 if job.state is JobState.SUCCEEDED else 2 if job.state in _RUNNING else 1
     return state, int(parts.run_id == run_id), parts.attempt
 
 
@@ -207,14 +207,14 @@ def _record(settings: Settings, run_id: str, batch_id: str, path: Path, item: Sc
     job, parts = max(mine, key=lambda pair: _job_rank(pair[0], pair[1], run_id))
     report.jobs_adopted += 1
     rec.attempt = max(parts.attempt, attempts_used)
-    rec.display_name, rec.job_name, rec.job_state = job.display_name, job.name, job.state
+    rec.display_name, rec.job_name, rec.job_state = job.display_name, job.name, job.state_label
     rec.intent_at = job.create_time if getattr(job, "create_time", None) else now
     for attr, value in (("succeeded_count", job.succeeded), ("failed_count", job.failed),
                         ("pending_count", job.pending)):
         if value is not None:
             setattr(rec, attr, value)
-    note = f"rebuilt from the server: adopted job {job.name} ({job.display_name}, {job.state})"
-    if job.state == "JOB_STATE_SUCCEEDED":
+    note = f"rebuilt from the server: adopted job {job.name} ({job.display_name}, {job.state_label})"
+    if job.state is JobState.SUCCEEDED:
         rec.result_name = job.result_file
         final = (settings.output_dir / result_file_name(batch_id)) if settings.output_dir else None
         if final is not None and final.exists() and check_results(path, final).complete:
@@ -229,13 +229,13 @@ def _record(settings: Settings, run_id: str, batch_id: str, path: Path, item: Sc
         rec.display_name = rec.job_name = rec.job_state = None
         rec.intent_at = None
         rec.succeeded_count = rec.failed_count = rec.pending_count = 0
-        rec.last_error = job.error or job.state
+        rec.last_error = job.error or job.state_label
         rec.stage = Stage.UPLOADED if rec.upload_name else Stage.VALIDATED
         note += f"; submitting again as attempt {rec.attempt}"
-    elif job.state == "JOB_STATE_CANCELLED":
+    elif job.state is JobState.CANCELLED:
         rec.stage, rec.last_error = Stage.CANCELLED, job.error or "cancelled"
     else:
-        rec.stage, rec.last_error = Stage.FAILED, job.error or job.state
+        rec.stage, rec.last_error = Stage.FAILED, job.error or job.state_label
     if rec.upload_name and rec.stage in (Stage.UPLOADED, Stage.VALIDATED):
         report.uploads_adopted += 1
     rec.note(now, note)

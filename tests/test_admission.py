@@ -6,6 +6,7 @@ import time
 
 import pytest
 from gembatch.core.admission import ADMIT, Admission, format_tokens
+from gembatch.core.backend import JobState
 from gembatch.core.config import AdmissionSettings
 from gembatch.core.events import Quota
 from hypothesis import given, settings
@@ -550,12 +551,12 @@ def test_a_set_limit_is_never_probed() -> None:
 
 def test_a_limit_learned_under_other_jobs_is_a_guess_and_rises_when_they_end() -> None:
     adm = make(cool_down_seconds=10, probe_after_seconds=900)
-    adm.others_seen({"JOB_STATE_RUNNING": 2}, [], T0)
+    adm.others_seen({JobState.RUNNING: 2}, [], T0)
     run_job(adm, "a", M, T0)
     refuse(adm, "b", 2 * M, T0 + 1, Quota.ENQUEUED_TOKENS)  # named, but others hold part of the budget
     assert adm.token_budget == M and not adm.is_sure(Quota.ENQUEUED_TOKENS)
     assert not adm.decide(2 * M, T0 + 100).admit  # still held: the others have not ended
-    adm.others_seen({"JOB_STATE_RUNNING": 1}, [], T0 + 120)  # one of them ended
+    adm.others_seen({JobState.RUNNING: 1}, [], T0 + 120)  # one of them ended
     probe = adm.decide(2 * M, T0 + 121)
     assert probe.admit and probe.quota is Quota.ENQUEUED_TOKENS
     run_job(adm, "c", 2 * M, T0 + 121)
@@ -564,8 +565,8 @@ def test_a_limit_learned_under_other_jobs_is_a_guess_and_rises_when_they_end() -
 
 def test_other_jobs_are_counted_and_kept() -> None:
     adm = make()
-    adm.others_seen({"JOB_STATE_PENDING": 1, "JOB_STATE_RUNNING": 2}, [T0 - 10, T0 - 100], T0)
-    assert adm.other_jobs == {"JOB_STATE_PENDING": 1, "JOB_STATE_RUNNING": 2}
+    adm.others_seen({JobState.PENDING: 1, JobState.RUNNING: 2}, [T0 - 10, T0 - 100], T0)
+    assert adm.other_jobs == {JobState.PENDING: 1, JobState.RUNNING: 2}
     assert adm.figures(T0).other_jobs == 3
     assert adm.figures(T0).creates_last_minute == 0  # ours only; the window gate counts theirs too
     learned = adm.learned()

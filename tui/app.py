@@ -417,10 +417,6 @@ class MonitorApp(App[int]):
         else:
             self._log(Level.INFO, f"run returned exit code {message.exit_code}: {counts}")
 
-    def note_retry(self, text: str) -> None:
-        """The gateway's retry notices (it calls this on the app's loop)."""
-        self._log(Level.WARNING, f"retry: {text}")
-
     def write_escapes(self, text: str) -> None:
         """Bells and desktop-notification escapes, through the app's own driver so the screen stays whole."""
         if self._driver is not None:
@@ -719,21 +715,13 @@ def run_app(settings: Settings, api_key: str, argv: list[str] | None = None) -> 
     """
     import sys
 
-    from gembatch.core.headless import HeadlessLog, build_engine, open_run_log, report_leaving, subscribe_run_log
+    from gembatch.core.compose import build_engine
+    from gembatch.core.headless import HeadlessLog, open_run_log, report_leaving, subscribe_run_log
     from gembatch.core.notify import Notifier
 
-    holder: list[MonitorApp] = []
     file_log = HeadlessLog(None, open_run_log(settings, api_key))  # the file only: the screen has its panes
-
-    def on_retry(text: str) -> None:
-        if holder:
-            holder[0].note_retry(text)
-            if holder[0].read_only is None:
-                file_log(LogLine(time.time(), Level.WARNING, f"retry: {text}"))
-
-    engine = build_engine(settings, api_key, on_retry=on_retry)
+    engine = build_engine(settings, api_key)  # the backend's retries come as engine LogLines, to the panes and file
     app = MonitorApp(engine, settings, secrets=(api_key,), handle_signals=True, theme_file=theme_file())
-    holder.append(app)
     report = subscribe_run_log(engine, file_log, "UI", active=lambda: app.read_only is None)
     write = app.write_escapes if settings.notify.terminal != "off" else None
     notifier = Notifier(settings.notify, write, active=lambda: app.read_only is None).attach(engine.bus)

@@ -21,14 +21,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backend import BatchBackend, GatewayError, JobState, RemoteFile, RemoteJob
 from ..checkpoint import CheckpointError, CheckpointLocked, CheckpointStore, RunState
 from ..config import Settings
-from ..gateway import Gateway, GatewayError, RemoteFile, RemoteJob
 from ..input_scan import Rejection, ScannedFile
 from ..model import BatchRecord, Stage
 from ..rebuild import all_jobs, scan_folder
 from ..redact import MISSING_KEY_MESSAGE, api_key_from_env
-from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, add_config_flag, existing_dir, load_config, parser_for
+from .common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    WorkflowError,
+    add_config_flag,
+    existing_dir,
+    load_config,
+    open_backend,
+    parser_for,
+)
 
 DESCRIPTION = """\
 Take over work that another script started, so that it finishes under gembatch-tui without uploading or
@@ -59,8 +68,7 @@ exit codes:
   2  bad usage, no API key, a checkpoint in use by a running engine, or the server could not be read"""
 
 _JOB_NAME = re.compile(r"batches/[A-Za-z0-9_-]+")
-_SUCCEEDED = "JOB_STATE_SUCCEEDED"
-_STAGE_OF_JOB = {_SUCCEEDED: Stage.SUCCEEDED, "JOB_STATE_RUNNING": Stage.RUNNING}  # any other live state: pending
+_STAGE_OF_JOB = {JobState.SUCCEEDED: Stage.SUCCEEDED, JobState.RUNNING: Stage.RUNNING}  # any other live: pending
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,9 +109,9 @@ class Adoption:
 
     def lines(self) -> list[str]:
         """A human summary, one line each."""
-        out = [f"{batch_id}: job {job.name} ({job.display_name or 'no display name'}, {job.state}) "
+        out = [f"{batch_id}: job {job.name} ({job.display_name or 'no display name'}, {job.state_label}) "
                f"matched {self.why.get(batch_id, '')}; "
-               + ("its results will be downloaded" if job.state == _SUCCEEDED else "it will be polled")
+               + ("its results will be downloaded" if job.state is JobState.SUCCEEDED else "it will be polled")
                for batch_id, job in sorted(self.jobs.items())]
         out += [f"{batch_id}: upload {f.name} ("
                 + self.upload_notes.get(batch_id, "no job on the account uses it")
@@ -142,18 +150,18 @@ def match_by_display_name(display_name: str | None, batch_ids: list[str]) -> str
 
 def job_is_usable(job: RemoteJob) -> bool:
     """A job worth adopting: succeeded, or not ended yet (failed, cancelled and expired jobs are not)."""
-    return job.state == _SUCCEEDED or not job.ended
+    return job.state is JobState.SUCCEEDED or not job.ended
 
 
 def job_preference(job: RemoteJob) -> tuple[int, float]:
     """Sort key, best last: succeeded, then running or pending; among equals the oldest (closest to done)."""
-    return (2 if job.state == _SUCCEEDED else 1 if job_is_usable(job) else 0), -(job.create_time or 0.0)
+    return (2 if job.state is JobState.SUCCEEDED else 1 if job_is_usable(job) else 0), -(job.create_time or 0.0)
 
 
 class _Matcher:
     """Ties jobs and uploads to input files: by source file content, by display name, by the report."""
 
-    def __init__(self, gateway: Gateway, scanned: dict[str, ScannedFile], files: list[RemoteFile],
+    def __init__(self, gateway: BatchBackend, scanned: dict[str, ScannedFile], files: list[RemoteFile],
                  report: dict[str, str], named: set[str]) -> None:
         self.gateway = gateway
         self.by_sha = {item.sha256: batch_id for batch_id, item in scanned.items()}
@@ -200,7 +208,7 @@ class _Matcher:
         return self.by_sha.get(remote.sha256_hex or "")
 
 
-async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: dict[str, ScannedFile],
+async def find_adoptions(args: argparse.Namespace, gateway: BatchBackend, scanned: dict[str, ScannedFile],
                          now: float, margin: float) -> Adoption:
     """Match every job on the account and the named or listed uploads to input files."""
     adoption = Adoption()
@@ -241,11 +249,11 @@ async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: di
             adoption.why[batch_id] += (f"; {len(found)} jobs match {batch_id}: this one was chosen "
                                        "(succeeded first, then running or pending, then the oldest)")
         for other, _ in rest:
-            adoption.not_adopted[other.name] = (f"{other.state}, a second job of {batch_id} ({best.name} was "
+            adoption.not_adopted[other.name] = (f"{other.state_label}, a second job of {batch_id} ({best.name} was "
                                                 "adopted); cancel it yourself if you do not want to pay for it")
     for job, batch_id in ended:
         chosen = adoption.jobs.get(batch_id)
-        adoption.not_adopted[job.name] = job.state + (f" ({batch_id} has {chosen.name} adopted instead)" if chosen
+        adoption.not_adopted[job.name] = job.state_label + (f" ({batch_id} has {chosen.name} adopted instead)" if chosen
                                                       else f" ({batch_id} will be submitted again)")
     dead_users = {job.input_file: job for job, _ in ended if job.input_file}
     remotes: list[RemoteFile] = []
@@ -259,7 +267,7 @@ async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: di
         remotes += [f for f in files if f.name not in args.upload]
     for remote in remotes:
         batch_id = matcher.batch_of_upload(remote)
-        usable = remote.state in (None, "ACTIVE") and (remote.expires_at is None or remote.expires_at - now > margin)
+        usable = remote.usable and (remote.expires_at is None or remote.expires_at - now > margin)
         if batch_id is None or not usable:
             if remote.name in args.upload:
                 adoption.unmatched.append(remote.name if usable else f"{remote.name} (expires too soon to use)")
@@ -269,7 +277,7 @@ async def find_adoptions(args: argparse.Namespace, gateway: Gateway, scanned: di
         adoption.uploads[batch_id] = remote
         if remote.name in dead_users:
             dead = dead_users[remote.name]
-            adoption.upload_notes[batch_id] = f"its job {dead.name} ended {dead.state}"
+            adoption.upload_notes[batch_id] = f"its job {dead.name} ended {dead.state_label}"
     return adoption
 
 
@@ -295,11 +303,11 @@ def apply_adoption(state: RunState, scanned: dict[str, tuple[Path, ScannedFile |
         rec.request_count, rec.est_tokens = item.request_count, item.est_tokens
         rec.mtime_ns = path.stat().st_mtime_ns
         if job is not None:
-            rec.job_name, rec.display_name, rec.job_state = job.name, job.display_name, job.state
+            rec.job_name, rec.display_name, rec.job_state = job.name, job.display_name, job.state_label
             rec.intent_at = job.create_time or now
             rec.result_name = job.result_file
             rec.stage = _STAGE_OF_JOB.get(job.state, Stage.PENDING)
-            rec.note(now, f"adopted job {job.name} ({job.display_name}, {job.state}) made by another client, "
+            rec.note(now, f"adopted job {job.name} ({job.display_name}, {job.state_label}) made by another client, "
                           f"matched {adoption.why.get(batch_id, '')}")
         elif upload is not None:
             rec.upload_name, rec.upload_expires_at = upload.name, upload.expires_at
@@ -317,9 +325,7 @@ def apply_adoption(state: RunState, scanned: dict[str, tuple[Path, ScannedFile |
 async def _adopt(args: argparse.Namespace, settings: Settings, api_key: str,
                  clock: Callable[[], float] = time.time) -> Adoption:
     store = CheckpointStore(settings.checkpoint_path())
-    gateway = Gateway(api_key=api_key, model=settings.model, base_url=settings.base_url,
-                      timeout=settings.transfer.request_timeout, max_retries=settings.transfer.max_retries,
-                      retry_max_wait=settings.transfer.retry_max_wait)
+    gateway = open_backend(settings, api_key)
     try:
         if not args.dry_run:
             store.acquire_lock()

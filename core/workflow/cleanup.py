@@ -9,11 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..gateway import Gateway, GatewayError, RemoteFile
+from ..backend import BatchBackend, GatewayError, RemoteFile
 from ..model import Stage
 from ..naming import upload_display_name
 from ..redact import api_key_from_env, redact
-from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, human_bytes, load_config, parser_for, print_json
+from .common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    WorkflowError,
+    human_bytes,
+    load_config,
+    open_backend,
+    parser_for,
+    print_json,
+)
 from .status import read_state
 
 STORAGE_CAP_BYTES = 20 * 1000**3  # 20 GB per project
@@ -138,14 +147,14 @@ def plan_cleanup(state_records: dict[str, Any], files: list[RemoteFile]) -> Plan
     return plan
 
 
-async def _list_files(gateway: Gateway) -> list[RemoteFile]:
+async def _list_files(gateway: BatchBackend) -> list[RemoteFile]:
     try:
         return await gateway.list_files()
     except GatewayError as exc:
         raise WorkflowError(f"cannot list the project's files: {redact(str(exc))}") from None
 
 
-async def _delete(gateway: Gateway, plan: Plan) -> None:
+async def _delete(gateway: BatchBackend, plan: Plan) -> None:
     for candidate in plan.candidates:
         try:
             await gateway.delete_file(candidate.name)
@@ -191,9 +200,7 @@ async def _cleanup(args: argparse.Namespace, api_key: str) -> tuple[Plan, bool]:
     settings = load_config(args.config)
     state, _holder = read_state(args.checkpoint)
     base_url = args.base_url or settings.base_url
-    gateway = Gateway(api_key=api_key, model=state.model, base_url=base_url,
-                      timeout=settings.transfer.request_timeout, max_retries=settings.transfer.max_retries,
-                      retry_max_wait=settings.transfer.retry_max_wait)
+    gateway = open_backend(settings, api_key, model=state.model, base_url=base_url)
     try:
         files = await _list_files(gateway)
         plan = plan_cleanup(state.records, files)

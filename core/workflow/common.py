@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import exit_codes
+from .. import compose, exit_codes
+from ..backend import BatchBackend
 from ..config import ConfigError, Settings, default_config_path, load_settings
 
 EXIT_OK = exit_codes.EXIT_OK
@@ -47,6 +48,15 @@ def load_config(path: Path | None) -> Settings:
     """The settings of the config file (`path`, else the default one); a bad file is a WorkflowError."""
     try:
         return load_settings(path if path is not None else default_config_path())
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def open_backend(settings: Settings, api_key: str, *, model: str | None = None,
+                 base_url: str | None = None) -> BatchBackend:
+    """The configured batch service backend for a subcommand; an unknown `backend` setting is a WorkflowError."""
+    try:
+        return compose.open_backend(settings, api_key, model=model, base_url=base_url)
     except ConfigError as exc:
         raise WorkflowError(str(exc)) from None
 

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import ModelPrice, Settings
 from ..cost_estimate import CostEstimate, estimate_cost
@@ -165,8 +165,9 @@ def _count_line(raw: bytes, report: ActualCost, table: dict[str, ModelPrice], fa
 # --- the service's own count: countTokens on a sample of each file ---------------------------------
 
 
+@runtime_checkable
 class TokenCounter(Protocol):
-    """What the sample needs of a core.gateway.Gateway."""
+    """What the sample needs of a backend (the Gemini one, core/gateway.py, can count tokens)."""
 
     async def count_tokens(self, request: dict[str, Any], model: str | None = None) -> int: ...
 
@@ -235,12 +236,14 @@ async def count_sample(counter: TokenCounter, batch: ScannedFile, size: int, tok
 
 async def _count_all(scanned: list[ScannedFile], settings: Settings, args: argparse.Namespace,
                      api_key: str) -> list[TokenSample]:
-    from ..gateway import Gateway, GatewayError
+    from ..backend import GatewayError
+    from .common import open_backend
 
     model = args.model or settings.model
-    gateway = Gateway(api_key=api_key, model=model, base_url=args.base_url or settings.base_url,
-                      timeout=settings.transfer.request_timeout, max_retries=settings.transfer.max_retries,
-                      retry_max_wait=settings.transfer.retry_max_wait)
+    gateway = open_backend(settings, api_key, model=model, base_url=args.base_url)
+    if not isinstance(gateway, TokenCounter):
+        await gateway.aclose()
+        raise WorkflowError(f"countTokens: the {settings.backend} backend cannot count tokens")
     try:
         return [await count_sample(gateway, batch, args.count_tokens, settings.tokens_per_byte)
                 for batch in scanned]

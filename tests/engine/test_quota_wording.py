@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from gembatch.core.admission import Admission
+from gembatch.core.backend import JobState
 from gembatch.core.config import AdmissionSettings
 from gembatch.core.events import Quota
 from gembatch.tui.panes.countdown_pane import belief_rows
@@ -14,7 +15,7 @@ T0 = 1_700_000_000.0
 
 def test_the_countdown_pane_shows_each_belief_with_its_confidence_and_utc_time() -> None:
     adm = Admission(AdmissionSettings())
-    adm.others_seen({"JOB_STATE_RUNNING": 2}, [], T0)
+    adm.others_seen({JobState.RUNNING: 2}, [], T0)
     for name in ("a", "b"):
         adm.job_started(name, 500)
         adm.create_sent(T0)

@@ -483,6 +483,7 @@ async def test_a_server_that_says_active_but_refuses_every_create_ends_the_batch
                                                                                monkeypatch) -> None:
     import dataclasses
 
+    from gembatch.core.backend import FileState
     from gembatch.core.gateway import Gateway
 
     emulator.settings.file_processing_seconds = 3600.0  # the create keeps refusing: not ACTIVE
@@ -494,7 +495,7 @@ async def test_a_server_that_says_active_but_refuses_every_create_ends_the_batch
 
     async def says_active(self, name: str):  # files.get disagrees with the create: it says ACTIVE
         remote = await real_get(self, name)
-        return dataclasses.replace(remote, state="ACTIVE") if remote is not None else None
+        return dataclasses.replace(remote, state=FileState.ACTIVE) if remote is not None else None
 
     monkeypatch.setattr(Gateway, "get_file", says_active)
 

@@ -18,13 +18,14 @@ OTHER_KEY = "FAKEKEY-gembatch-google-api-key-variable-987654"
 _PATCHED_RUN = """
 import os, sys
 from gembatch.core import gateway
+from gembatch.core.backend import Permanent
 key = os.environ["GOOGLE_API_KEY"] if os.environ.get("GOOGLE_API_KEY") else os.environ["GEMINI_API_KEY"]
 mode = os.environ["SECRET_TEST_MODE"]
 
 async def create(self, file_name, display_name):
     if mode == "bug":
         raise RuntimeError(f"simulated bug in create of {display_name}: key={key}")
-    raise gateway.Permanent(f"400 INVALID_ARGUMENT: API key {key} not valid for {display_name}", 400)
+    raise Permanent(f"400 INVALID_ARGUMENT: API key {key} not valid for {display_name}", 400)
 
 gateway.Gateway.create = create
 from gembatch.tui.launch import main

@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from gembatch.core.backend import FileState, RemoteFile
 from gembatch.core.checkpoint import CheckpointStore
 from gembatch.core.exit_codes import EXIT_OK
-from gembatch.core.gateway import Gateway, RemoteFile
+from gembatch.core.gateway import Gateway
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.naming import upload_display_name
 from gembatch.core.workflow.cleanup import plan_cleanup
@@ -91,7 +92,7 @@ def test_no_api_key(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _file(name: str, display: str | None = None, size: int = 100) -> RemoteFile:
-    return RemoteFile(name, display, size, None, None, "ACTIVE")
+    return RemoteFile(name, display, size, None, None, FileState.ACTIVE)
 
 
 def test_files_a_batch_still_needs_are_kept() -> None:
