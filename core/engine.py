@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .admission import Admission, Decision
-from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
+from .checkpoint_format import RunState
+from .checkpoint_store import CheckpointStore, CheckpointWriteError
 from .config import Settings
 from .crash_points import crash_point
+from .durable import move_into_place
 from .events import (
     AdmissionChanged,
     BatchChanged,
@@ -65,7 +67,7 @@ from .naming import job_display_name, result_file_name, upload_display_name
 from .poll_schedule import PollSchedule
 from .rebuild import all_jobs
 from .redact import redact
-from .results import check_results, key_results_by_order, move_into_place, saved_results
+from .results import check_results, key_results_by_order, saved_results
 from .workflow.cost import check_cost_limit
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .api_trace import ApiTrace
-from .checkpoint import CheckpointError, CheckpointLocked, CheckpointStore
+from .checkpoint_format import CheckpointError
+from .checkpoint_lock import CheckpointLocked
+from .checkpoint_store import CheckpointStore
 from .config import ConfigError, Settings
 from .engine import Engine, RunRefused
 from .events import (

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, CheckpointLocked, CheckpointStore, RunState
+from ..checkpoint_format import CheckpointError, RunState
+from ..checkpoint_lock import CheckpointLocked
+from ..checkpoint_store import CheckpointStore
 from ..config import Settings
 from ..gateway import Gateway, GatewayError, RemoteFile, RemoteJob
 from ..input_scan import Rejection, ScannedFile

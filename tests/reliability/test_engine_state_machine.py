@@ -27,7 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.emulator import Emulator, EmulatorSettings
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.gateway import Gateway

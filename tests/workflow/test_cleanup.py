@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.gateway import Gateway, RemoteFile
 from gembatch.core.model import BatchRecord, Stage
