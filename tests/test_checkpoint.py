@@ -343,7 +343,7 @@ def test_unknown_version_and_foreign_files_are_refused(tmp_path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data["version"] = 3
     path.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(CheckpointError, match="written by a newer gembatch-tui .format version 3.*upgrade"):
+    with pytest.raises(CheckpointError, match=r"written by a newer gembatch-tui \(format version 3.*upgrade"):
         CheckpointStore(path).load()
     path.write_text('{"hello": 1}', encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a gembatch checkpoint"):
