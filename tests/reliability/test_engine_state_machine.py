@@ -161,9 +161,10 @@ class EngineMachine(RuleBasedStateMachine):
                         other.cancel()
                 await asyncio.wait({task}, timeout=0.2)
             await asyncio.gather(task, return_exceptions=True)
-            if store._lock_fd is not None:  # the kernel drops a dead process's flock; its lock file stays
-                os.close(store._lock_fd)
-                store._lock_fd = None
+            lock = store._lock
+            if lock._fd is not None:  # the kernel drops a dead process's flock; its lock file stays
+                os.close(lock._fd)
+                lock._fd = None
             await engine.gateway.aclose()
 
         self.loop.call(crash())
