@@ -77,11 +77,11 @@ def _as_it_is(_: dict[str, Any]) -> None:
     """Nothing to rewrite."""
 
 
-# Version 2 named what version 1 grew into without a bump: "input_dir" in the header, and in each batch
-# "result_size", "result_mtime_ns", "upload_lifetime", "upload_active", "results_inline", "upload_adopted".
-# A version 1 file may lack any of them; the defaults mean "not known" (an upload not yet seen ACTIVE, a results
-# file to hash again, an input folder taken from this run), which is what the engine assumed of such a file,
-# so the step rewrites nothing but the version.
+# Version 2 names what version 1 grew into without a bump: "input_dir" in the header, and in each batch
+# "result_sha256", "result_size", "result_mtime_ns" (added together), "upload_lifetime", "upload_active",
+# "results_inline", "upload_adopted". A version 1 file may lack any of them; their defaults mean "not known" (no
+# saved-results check, an upload not yet seen ACTIVE, the server's 48 h, the input folder of this run), which is
+# how the engine reads such a file; so the step rewrites nothing, and the file is written back as version 2.
 MIGRATIONS: dict[int, Migration] = {
     1: Migration(header=_as_it_is, record=_as_it_is),
 }
