@@ -54,15 +54,16 @@ def _settings(root: Path, base_url: str):
 
 def child_run(root: Path, base_url: str, stop_after: int | None) -> dict:
     """Run the headless engine to the end (or SIGKILL itself after `stop_after` downloads); print figures."""
-    from gembatch.core import checkpoint as checkpoint_module
+    from gembatch.core import durable
+    from gembatch.core.checkpoint_store import CheckpointStore
     from gembatch.core.events import BatchChanged
     from gembatch.core.headless import HeadlessLog, build_engine
     from gembatch.core.model import Stage
 
     written = {"journal": 0, "snapshot": 0, "snapshots": 0, "journal_writes": 0, "all": 0}
-    store_cls = checkpoint_module.CheckpointStore
+    store_cls = CheckpointStore
     write_journal, write_compaction = store_cls._write_journal, store_cls._write_compaction
-    write_all = checkpoint_module._write_all
+    write_all = durable.write_all
 
     def counted_write_all(fd, data):  # type: ignore[no-untyped-def]
         write_all(fd, data)
@@ -78,7 +79,7 @@ def child_run(root: Path, base_url: str, stop_after: int | None) -> dict:
         write_compaction(self, snapshot)
         written["snapshots"] += 1
 
-    checkpoint_module._write_all = counted_write_all
+    durable.write_all = counted_write_all
     store_cls._write_journal = counted_journal  # type: ignore[method-assign]
     store_cls._write_compaction = counted_compaction  # type: ignore[method-assign]
 

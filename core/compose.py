@@ -61,7 +61,7 @@ def build_engine(settings: Settings, api_key: str) -> Engine:
     """The engine with its backend and checkpoint store, as the headless runner and the TUI use it.
 
     The backend's retries reach the engine's event bus as LogLines: subscribe to the bus to see them."""
-    from .checkpoint import CheckpointStore
+    from .checkpoint_store import CheckpointStore
     from .engine import Engine
 
     opener = backend_opener(settings)  # an unknown backend is refused before the trace file is made

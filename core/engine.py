@@ -35,10 +35,12 @@ from .backend import (
     Unusable,
     UploadRefused,
 )
-from .checkpoint import CheckpointStore, CheckpointWriteError, RunState
+from .checkpoint_format import RunState
+from .checkpoint_store import CheckpointStore, CheckpointWriteError
 from .config import Settings
 from .cost_estimate import check_cost_limit
 from .crash_points import crash_point
+from .durable import move_into_place
 from .events import (
     AdmissionChanged,
     BatchChanged,
@@ -67,7 +69,7 @@ from .naming import job_display_name, result_file_name, run_job_prefix, upload_d
 from .poll_schedule import PollSchedule
 from .rebuild import all_jobs
 from .redact import redact
-from .results import check_results, key_results_by_order, move_into_place, saved_results
+from .results import check_results, key_results_by_order, saved_results
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .backend import GatewayError
-from .checkpoint import CheckpointError, CheckpointLocked
+from .checkpoint_format import CheckpointError
+from .checkpoint_lock import CheckpointLocked
 from .compose import build_engine
 from .config import Settings
 from .engine import Engine, RunRefused

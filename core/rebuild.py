@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import BatchBackend, JobState, RemoteFile, RemoteJob
-from .checkpoint import CheckpointError, CheckpointStore, RunState
+from .checkpoint_format import CheckpointError, RunState
+from .checkpoint_store import CheckpointStore
 from .config import Settings
+from .durable import fsync_folder
 from .input_scan import Rejection, ScannedFile, list_input_files, scan_file
 from .model import BatchRecord, Stage
 from .naming import JobName, name_stem, parse_job_display_name, result_file_name, upload_display_name
@@ -259,9 +261,5 @@ def _move_aside(store: CheckpointStore, now: float) -> list[tuple[Path, Path]]:
         os.replace(old, new)
         moved.append((old, new))
     if moved:
-        fd = os.open(store.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(store.path.parent)
     return moved

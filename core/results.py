@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -223,18 +222,6 @@ def key_results_by_order(input_path: Path, result_path: Path) -> bool:
         for key, line in zip(keys, lines, strict=True):
             out.write(json.dumps({"key": key, **line}, ensure_ascii=False) + "\n")
     return True
-
-
-def move_into_place(temporary: Path, final: Path) -> None:
-    """Rename a complete file into place and make the rename durable."""
-    with temporary.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)
-    folder = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ HolderProbe = Callable[[], Any]  # returns the lock's holder now (with `describe
 
 def _default_loader(path: Path) -> Loader:
     def load() -> Any:
-        from .checkpoint import CheckpointStore  # here so a watcher can be made without the module loaded
+        from .checkpoint_store import CheckpointStore  # here so a watcher can be made without the module loaded
 
         return CheckpointStore(path).load()
 

@@ -15,15 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gembatch.core import checkpoint as checkpoint_module
-from gembatch.core.checkpoint import (
-    REBUILD_HINT,
-    CheckpointError,
-    CheckpointLocked,
-    CheckpointStore,
-    CheckpointWriteError,
-    RunState,
-)
+from gembatch.core.checkpoint_format import REBUILD_HINT, CheckpointError, RunState
+from gembatch.core.checkpoint_lock import CheckpointLocked
+from gembatch.core.checkpoint_store import CheckpointStore, CheckpointWriteError
 from gembatch.core.model import BatchRecord, Stage
 
 T0 = 1_700_000_000.25
@@ -91,7 +85,7 @@ def test_toml_snapshot_is_readable_tables(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     CheckpointStore(path).create(make_state(2))
     text = path.read_text(encoding="utf-8")
-    assert text.startswith('format = "gembatch-checkpoint"\nversion = 1\n')
+    assert text.startswith('format = "gembatch-checkpoint"\nversion = 2\n')
     assert text.count("[[batches]]") == 2
     assert "history = [\n    { at = 1700000000.75," in text
 
@@ -102,7 +96,7 @@ def test_json_snapshot_layout(tmp_path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert list(data) == ["format", "version", "run_id", "created_at", "model", "journal_seq", "learned",
                           "batches"]
-    assert data["format"] == "gembatch-checkpoint" and data["version"] == 1
+    assert data["format"] == "gembatch-checkpoint" and data["version"] == 2
     assert [b["batch_id"] for b in data["batches"]] == ["part_00000", "part_00001"]
     assert len(path.read_text(encoding="utf-8").splitlines()) == 13  # one line per batch
 
@@ -347,9 +341,9 @@ def test_unknown_version_and_foreign_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     CheckpointStore(path).create(make_state(1))
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["version"] = 2
+    data["version"] = 3
     path.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(CheckpointError, match="format version 2"):
+    with pytest.raises(CheckpointError, match=r"written by a newer gembatch-tui \(format version 3.*upgrade"):
         CheckpointStore(path).load()
     path.write_text('{"hello": 1}', encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a gembatch checkpoint"):
@@ -489,7 +483,7 @@ def test_lock_of_a_sigkilled_holder_can_be_taken_over(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from gembatch.core.checkpoint import CheckpointStore
+        from gembatch.core.checkpoint_store import CheckpointStore
         store = CheckpointStore(Path({str(path)!r}))
         store.acquire_lock()
         print("locked", flush=True)
@@ -563,4 +557,4 @@ def test_load_of_10000_records(tmp_path: Path) -> None:
 
 
 def test_module_names_the_rebuild_hint() -> None:
-    assert checkpoint_module.REBUILD_HINT.startswith("--")
+    assert REBUILD_HINT.startswith("--")

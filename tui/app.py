@@ -215,7 +215,7 @@ class MonitorApp(App[int]):
         try:
             self.engine.store.acquire_lock()
         except Exception as exc:
-            from gembatch.core.checkpoint import CheckpointLocked  # only needed when the lock is refused
+            from gembatch.core.checkpoint_lock import CheckpointLocked  # only needed when the lock is refused
 
             if not isinstance(exc, CheckpointLocked):
                 raise
@@ -265,7 +265,7 @@ class MonitorApp(App[int]):
 
     @staticmethod
     def _error_code(error: BaseException | None) -> int:
-        from gembatch.core.checkpoint import CheckpointError
+        from gembatch.core.checkpoint_format import CheckpointError
         from gembatch.core.engine import RunRefused
 
         if isinstance(error, RunRefused):

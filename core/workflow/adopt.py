@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backend import BatchBackend, GatewayError, JobState, RemoteFile, RemoteJob
-from ..checkpoint import CheckpointError, CheckpointLocked, CheckpointStore, RunState
+from ..checkpoint_format import CheckpointError, RunState
+from ..checkpoint_lock import CheckpointLocked
+from ..checkpoint_store import CheckpointStore
 from ..config import Settings
 from ..input_scan import Rejection, ScannedFile
 from ..model import BatchRecord, Stage

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..durable import fsync_folder
 from ..input_scan import INPUT_SUFFIX, MAX_FILE_BYTES, LineProblem, json_type, natural_key, parse_line_object
-from .common import WorkflowError, fsync_dir
+from .common import WorkflowError
 
 _READ_BUFFER = 1024 * 1024
 
@@ -202,7 +203,7 @@ def write_batch_files(
             final = out_dir / item.path.name
             os.replace(item.path, final)
             result.append(WrittenFile(final, item.requests, item.bytes, item.est_tokens))
-        fsync_dir(out_dir)
+        fsync_folder(out_dir)
         return result
     except OSError as exc:
         raise WorkflowError(f"{out_dir}: cannot write batch files: {exc.strerror or exc}") from None

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..durable import replacing
 from ..input_scan import LineProblem, json_type, list_input_files, parse_line_object
 from ..request_check import check_request
-from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, fsync_dir, parser_for, print_json
+from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, parser_for, print_json
 
 DESCRIPTION = """\
 Check every request line of batch input files against the API's request schema (taken from the
@@ -156,21 +155,10 @@ def _check_line(path: Path, line_no: int, body: bytes, keys: dict[str, int],
 
 
 def _rewrite(path: Path, rewritten: dict[int, bytes]) -> None:
-    """The file with the fixed lines replaced: a temporary file beside it, fsync, then a rename over it."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".lint-fix")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for line_no, body, ending in _lines(path):
-                handle.write(rewritten.get(line_no, body) + ending)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """The file with the fixed lines replaced, durably (a temporary beside it renamed over it), mode kept."""
+    with replacing(path, mode=path.stat().st_mode & 0o7777) as handle:
+        for line_no, body, ending in _lines(path):
+            handle.write(rewritten.get(line_no, body) + ending)
 
 
 def _summary(reports: list[FileReport], fix: bool) -> dict[str, Any]:

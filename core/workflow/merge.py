@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, existing_dir, fsync_dir, parser_for, print_json
+from ..durable import replacing
+from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, existing_dir, parser_for, print_json
 from .resultset import LineReader, ResultSet
 
 DESCRIPTION = """\
@@ -93,15 +93,13 @@ def merge(input_dir: Path, output_dir: Path, retry_dirs: list[Path], to: Path | 
     results = ResultSet(input_dir, output_dir, retry_dirs)
     report = MergeReport()
     reader = LineReader()
-    handle = staging = None
     if to is not None:
         if to.is_dir():
             raise WorkflowError(f"--to: is a folder, not a file: {to}")
         to.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{to.name}.", suffix=".tmp", dir=to.parent)
-        staging = Path(name)
-        handle = os.fdopen(fd, "wb", buffering=1024 * 1024)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(reader.close)
+        handle = stack.enter_context(replacing(to, buffering=1024 * 1024)) if to is not None else None
         for view in results.files():
             report.input_files += 1
             if not view.has_results:
@@ -131,20 +129,8 @@ def merge(input_dir: Path, output_dir: Path, retry_dirs: list[Path], to: Path | 
         report.duplicates.extend(f"{key} (retry)" for key in results.retries.duplicates)
         report.unexpected.extend(f"{key} (retry)" for key in results.unexpected_retries())
         report.unreadable.extend(results.retries.unreadable)
-        if handle is not None and staging is not None and to is not None:
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            handle = None
-            os.replace(staging, to)
-            fsync_dir(to.parent)
-            report.output = str(to)
-    finally:
-        reader.close()
-        if handle is not None:
-            handle.close()
-        if staging is not None and staging.exists():
-            staging.unlink()
+    if to is not None:  # the block ended without an error: the merged file is in place and durable
+        report.output = str(to)
     return report
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..admission import OTHER_JOBS_PENDING, OTHER_JOBS_RUNNING, OTHER_JOBS_SEEN_AT
-from ..checkpoint import CheckpointError, CheckpointStore, LockHolder, RunState
+from ..checkpoint_format import CheckpointError, RunState
+from ..checkpoint_lock import LockHolder
+from ..checkpoint_store import CheckpointStore
 from ..model import BatchRecord, Stage
 from .common import EXIT_OK, WorkflowError, parser_for, print_json
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gembatch.core.checkpoint import CheckpointError, CheckpointStore
+from gembatch.core.checkpoint_format import CheckpointError
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.crash_points import ENV as CRASH_ENV
 from gembatch.core.input_scan import ScannedFile, list_input_files, scan_file
 from gembatch.core.naming import name_stem, parse_job_display_name, upload_display_name

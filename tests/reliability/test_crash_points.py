@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.crash_points import POINTS
 
 from .support import FIGURES, Workspace, judge, leftover_parts, tail, wait_for, write_inputs

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from gembatch.core.checkpoint import REBUILD_HINT, CheckpointStore
+from gembatch.core.checkpoint_format import REBUILD_HINT
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.headless import build_engine
 from gembatch.core.model import Stage

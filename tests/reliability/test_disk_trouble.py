@@ -19,8 +19,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from gembatch.core import checkpoint as checkpoint_module
-from gembatch.core.checkpoint import CheckpointError, CheckpointStore
+from gembatch.core import checkpoint_store, durable
+from gembatch.core.checkpoint_format import CheckpointError
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.events import BatchChanged, Event, LogLine
 from gembatch.core.exit_codes import EXIT_OK, EXIT_USAGE
 from gembatch.core.gateway import Gateway
@@ -68,7 +69,8 @@ def _creates_sent(emulator) -> int:
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> FaultyOs:
     faulty = FaultyOs()
-    monkeypatch.setattr(checkpoint_module, "os", faulty)
+    monkeypatch.setattr(checkpoint_store, "os", faulty)
+    monkeypatch.setattr(durable, "os", faulty)  # the snapshot and every other durable write
     return faulty
 
 

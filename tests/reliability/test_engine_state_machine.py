@@ -27,7 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.emulator import Emulator, EmulatorSettings
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.gateway import Gateway
@@ -161,9 +161,10 @@ class EngineMachine(RuleBasedStateMachine):
                         other.cancel()
                 await asyncio.wait({task}, timeout=0.2)
             await asyncio.gather(task, return_exceptions=True)
-            if store._lock_fd is not None:  # the kernel drops a dead process's flock; its lock file stays
-                os.close(store._lock_fd)
-                store._lock_fd = None
+            lock = store._lock
+            if lock._fd is not None:  # the kernel drops a dead process's flock; its lock file stays
+                os.close(lock._fd)
+                lock._fd = None
             await engine.gateway.aclose()
 
         self.loop.call(crash())

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointError, CheckpointStore, RunState
+from gembatch.core.checkpoint_format import CheckpointError, RunState
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.engine import RunRefused
 from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from gembatch.core.model import Stage

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore, RunState
+from gembatch.core.checkpoint_format import RunState
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.cli_args import resolve_settings
 from gembatch.core.config import ConfigError
 from gembatch.core.engine import Engine, RunRefused

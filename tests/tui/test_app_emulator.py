@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.headless import build_engine
 from gembatch.core.model import Stage
 from gembatch.tui.app import MonitorApp

@@ -172,7 +172,7 @@ async def test_an_engine_failure_is_shown_and_exits_1() -> None:
 
 
 async def test_a_checkpoint_that_cannot_be_locked_is_reported_and_exits_2() -> None:
-    from gembatch.core.checkpoint import CheckpointError
+    from gembatch.core.checkpoint_format import CheckpointError
 
     engine = FakeEngine()
     engine.store.refuse = CheckpointError("cannot create the lock file /nowhere/x.lock: Permission denied")
@@ -241,7 +241,7 @@ async def test_escape_clears_the_filter_and_returns_to_the_grid() -> None:
 
 
 def read_only_app(holder) -> tuple[MonitorApp, FakeEngine]:
-    from gembatch.core.checkpoint import CheckpointLocked
+    from gembatch.core.checkpoint_lock import CheckpointLocked
 
     engine = FakeEngine()
     engine.store.refuse = CheckpointLocked(engine.store.path, holder)
@@ -250,7 +250,9 @@ def read_only_app(holder) -> tuple[MonitorApp, FakeEngine]:
 
 
 async def test_read_only_offers_no_commands_and_says_when_the_holder_stops(tmp_path) -> None:
-    from gembatch.core.checkpoint import CheckpointStore, LockHolder, RunState
+    from gembatch.core.checkpoint_format import RunState
+    from gembatch.core.checkpoint_lock import LockHolder
+    from gembatch.core.checkpoint_store import CheckpointStore
 
     holder = LockHolder(4242, "build-box", NOW - 3600)
     app, engine = read_only_app(holder)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="pseudo-terminal behaviour checked on Linux")
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gembatch.core.checkpoint import CheckpointLocked, CheckpointStore, LockHolder, RunState
+from gembatch.core.checkpoint_format import RunState
+from gembatch.core.checkpoint_lock import CheckpointLocked, LockHolder
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.tui.app import MonitorApp
 from gembatch.tui.commands import palette_commands
 from textual.command import CommandPalette

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from gembatch.core.checkpoint import CheckpointStore, RunState
+from gembatch.core.checkpoint_format import RunState
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.events import BatchChanged, EventBus, LogLine
 from gembatch.core.model import Stage
 from gembatch.core.watch import CheckpointWatcher
@@ -75,7 +76,7 @@ async def test_a_failed_load_is_reported_once_and_retried(tmp_path: Path) -> Non
 HOLD_THE_LOCK = """
 import sys, time
 from pathlib import Path
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 CheckpointStore(Path(sys.argv[1])).acquire_lock()
 print("locked", flush=True)
 time.sleep(120)

@@ -7,7 +7,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.exit_codes import EXIT_INCOMPLETE as EXIT_PROBLEMS
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.workflow.adopt import build_parser, match_by_display_name, names_in_report, next_command

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gembatch.core.backend import FileState, RemoteFile
-from gembatch.core.checkpoint import CheckpointStore
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.gateway import Gateway
 from gembatch.core.model import BatchRecord, Stage

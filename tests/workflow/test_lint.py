@@ -215,7 +215,7 @@ def test_a_failed_rename_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lint.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)  # the rename of the durable write (core/durable.py)
     with pytest.raises(OSError):
         lint.check_file(path, fix=True)
     assert path.read_bytes() == original

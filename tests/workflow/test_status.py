@@ -8,7 +8,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from gembatch.core.checkpoint import CheckpointStore, RunState
+from gembatch.core.checkpoint_format import RunState
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.model import BatchRecord, Stage
 
 from .helpers import run_cli, run_json
@@ -69,7 +70,7 @@ def test_status_text_and_json(tmp_path: Path, capsys) -> None:
 _HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from gembatch.core.checkpoint import CheckpointStore
+    from gembatch.core.checkpoint_store import CheckpointStore
     store = CheckpointStore(Path(sys.argv[1]))
     state = store.load()
     store.acquire_lock()

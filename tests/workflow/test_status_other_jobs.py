@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gembatch.core.checkpoint import CheckpointStore, RunState
+from gembatch.core.checkpoint_format import RunState
+from gembatch.core.checkpoint_store import CheckpointStore
 from gembatch.core.model import BatchRecord, Stage
 
 from .helpers import run_cli, run_json

@@ -5,86 +5,53 @@ Files next to the checkpoint P:
     P.journal      JSON Lines, one change per line ({"seq", "run", "record" | "learned"}); fsynced on commit
     P.bak          the snapshot before the last compaction (the last good copy)
     P.journal.bak  the journal lines between P.bak and P, so that P.bak plus both journals gives today's state
-    P.lock         who holds the run (pid, host, since); the flock on it is what actually excludes
-Loading reads P and replays the journal lines whose seq is above the snapshot's `journal_seq`.
+    P.lock         who holds the run (checkpoint_lock)
+Loading reads P and replays the journal lines whose seq is above the snapshot's `journal_seq`. A snapshot of an
+older format version is migrated as it is read (checkpoint_format) and written back in this version's format by
+the first commit after the load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
 import os
 import shutil
-import socket
 import threading
-import time
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
+from . import durable
+from .checkpoint_format import (
+    REBUILD_HINT,
+    VERSION,
+    CheckpointError,
+    FormatProblem,
+    NewerFormat,
+    NotACheckpoint,
+    Row,
+    RunState,
+    apply_change,
+    decode_journal_line,
+    decode_snapshot,
+    encode_journal_line,
+    encode_snapshot,
+    is_number,
+    redacted,
+    snapshot_header,
+)
+from .checkpoint_lock import CheckpointLock, LockHolder, check_one_name, resolved_path
 from .crash_points import crash_point, crash_point_armed
-from .model import BatchRecord, record_values, values_dict
-from .redact import KEY_VARIABLES, redact
+from .model import BatchRecord, record_values
+from .redact import KEY_VARIABLES
 
-FORMAT = "gembatch-checkpoint"
-VERSION = 1
-REBUILD_HINT = "--rebuild-from-server"
-_TOML_END = "# end of gembatch checkpoint\n"  # TOML cut at a line boundary still parses; this tells us it was not
-_SNAPSHOT_PIECE = 1 << 20  # characters of batch lines per piece of a streamed JSON snapshot
 MIN_COMPACT_LINES = 2000  # by default a compaction waits for at least this many journal lines
-_LOCK_WAIT = 0.5  # seconds to wait for a lock whose holder is unknown or gone (a probe, a fresh holder)
-
-
-@dataclass
-class RunState:
-    """What a run keeps across restarts: its id, model, one record per input file, learned admission facts."""
-
-    run_id: str  # short random id made once per run, part of every display name
-    created_at: float
-    model: str
-    records: dict[str, BatchRecord] = field(default_factory=dict)  # by batch_id, in input order
-    learned: dict[str, float | int] = field(default_factory=dict)
-    input_dir: str | None = None  # the input folder, resolved; None in checkpoints written before it was kept
-
-
-class CheckpointError(Exception):
-    """The checkpoint cannot be used as it is; the message names the file, what is wrong and the way out."""
 
 
 class CheckpointWriteError(CheckpointError):
     """Writing the checkpoint failed (disk full, I/O error); what was on disk before is still intact."""
-
-
-@dataclass(frozen=True, slots=True)
-class LockHolder:
-    """The process that holds a checkpoint's lock."""
-
-    pid: int
-    host: str
-    started_at: float
-
-    def describe(self) -> str:
-        """'pid 123 on host, since 2025-01-01 12:00:00'."""
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at)) if self.started_at else "?"
-        return f"pid {self.pid} on {self.host}, since {since}"
-
-
-class CheckpointLocked(Exception):
-    """Another engine holds the checkpoint; `holder` says which."""
-
-    def __init__(self, path: Path, holder: LockHolder) -> None:
-        self.path = path
-        self.holder = holder
-        super().__init__(
-            f"checkpoint {path} is in use by another gembatch-tui ({holder.describe()}); "
-            "stop that one first: two engines must not write the same checkpoint"
-        )
 
 
 @dataclass(slots=True)
@@ -110,12 +77,12 @@ class _Snapshot:
     """A compaction's content, frozen on the caller's thread so the writer thread never sees a half-changed record."""
 
     header: dict[str, Any]
-    rows: list[tuple[tuple[Any, ...], list[Any]]]  # each record's field values, and a copy of its history
+    rows: list[Row]  # each record's field values, and a copy of its history
     secrets: tuple[str, ...]
     seq: int
 
 
-def _freeze(record: BatchRecord) -> tuple[tuple[Any, ...], list[Any]]:
+def _freeze(record: BatchRecord) -> Row:
     """The record's values as they are now, ~8x cheaper than `to_dict` (it runs on the event loop's thread)."""
     return record_values(record), list(record.history)
 
@@ -126,47 +93,14 @@ def _env_secrets() -> tuple[str, ...]:
 
 def _record_dict(record: BatchRecord, secrets: tuple[str, ...]) -> dict[str, Any]:
     """`record.to_dict()` with the free-text fields redacted (the engine redacts too; this is the last guard)."""
-    return _redacted(record.to_dict(), secrets)
-
-
-def _redacted(data: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
-    if secrets:
-        for key in ("last_error", "wait_reason"):
-            if key in data:
-                data[key] = redact(data[key], secrets)
-        for entry in data.get("history", ()):
-            entry["note"] = redact(entry["note"], secrets)
-    return data
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (22, 95):  # EINVAL / EOPNOTSUPP: this filesystem cannot fsync a folder
-            raise
-    finally:
-        os.close(fd)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return redacted(record.to_dict(), secrets)
 
 
 class CheckpointStore:
     """Reads and writes one run's checkpoint: snapshot, journal, backup copy and lock."""
 
     def __init__(self, path: Path, *, compact_every: int | None = None) -> None:
-        # The checkpoint's identity is its resolved path: a second run through a symlink finds the same lock, and
-        # the atomic rename replaces the link's target, not the link.
-        self.path = Path(os.path.realpath(path))
+        self.path = resolved_path(path)
         self.compact_every = compact_every  # None: adaptive (see needs_compaction)
         self.journal_path = self._sibling(".journal")
         self.journal_bak_path = self._sibling(".journal.bak")
@@ -188,8 +122,8 @@ class CheckpointStore:
         self._io_lock = threading.Lock()  # every file write
         self._async_lock: asyncio.Lock | None = None
         self._async_lock_loop: asyncio.AbstractEventLoop | None = None
-        self._lock_fd: int | None = None
-        self._holder: LockHolder | None = None
+        self._lock = CheckpointLock(self.path, self.lock_path)
+        self.disk_version: int | None = None  # format version of the snapshot on disk, once loaded or written
 
     def _sibling(self, suffix: str) -> Path:
         return self.path.with_name(self.path.name + suffix)
@@ -237,7 +171,8 @@ class CheckpointStore:
             older, _ = self._read_journal(self.journal_bak_path)
             if any(entry.seq > snapshot_seq for entry in older):
                 entries = older + main
-        last = self._replay(state, snapshot_seq, entries)
+        assert self.disk_version is not None
+        last = self._replay(state, snapshot_seq, entries, self.disk_version)
         with self._io_lock:
             self._drop_journal_fd()
         with self._buf_lock:
@@ -258,52 +193,21 @@ class CheckpointStore:
             raise CheckpointError(
                 f"cannot read checkpoint {self.path}: {exc.strerror or exc}. {self._snapshot_way_out()}"
             ) from None
-        if not raw.strip():
-            raise self._snapshot_damage("the file is empty")
-        kind = "TOML" if self._toml else "JSON"
         try:
-            data = tomllib.loads(raw.decode("utf-8")) if self._toml else json.loads(raw)
-        except ValueError as exc:
-            raise self._snapshot_damage(f"it is not valid {kind} ({exc}); it may have been cut short") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            state, seq, self.disk_version = decode_snapshot(raw, toml=self._toml)
+        except NotACheckpoint as exc:
             raise CheckpointError(
-                f"{self.path} is not a gembatch checkpoint (no \"format\": \"{FORMAT}\"); "
-                "check the --checkpoint path, or move that file aside"
-            )
-        if data.get("version") != VERSION:
+                f"{self.path} is not a gembatch checkpoint ({exc}); check the --checkpoint path, or move that file "
+                "aside"
+            ) from None
+        except NewerFormat as exc:
             raise CheckpointError(
-                f"checkpoint {self.path} has format version {data.get('version')!r}; this gembatch-tui reads "
-                f"version {VERSION} only: run it with the gembatch-tui version that wrote it"
-            )
-        if self._toml and not raw.decode("utf-8").endswith(_TOML_END):
-            raise self._snapshot_damage(f"its last line {_TOML_END.strip()!r} is missing; it was cut short")
-        header = {"run_id": str, "created_at": float, "model": str, "journal_seq": int, "learned": dict,
-                  "batches": list}
-        for key, kind_of in header.items():
-            value = data.get(key)
-            ok = _is_number(value) if kind_of is float else isinstance(value, kind_of) and not isinstance(value, bool)
-            if not ok:
-                raise self._snapshot_damage(f"\"{key}\" is missing or not a {kind_of.__name__}")
-        learned = data["learned"]
-        for key, value in learned.items():
-            if not _is_number(value):
-                raise self._snapshot_damage(f"learned \"{key}\" is not a number")
-        input_dir = data.get("input_dir")
-        if input_dir is not None and not isinstance(input_dir, str):
-            raise self._snapshot_damage("\"input_dir\" is not a string")
-        state = RunState(run_id=data["run_id"], created_at=data["created_at"], model=data["model"],
-                         records={}, learned=dict(learned), input_dir=input_dir)
-        for index, item in enumerate(data["batches"], 1):
-            try:
-                if not isinstance(item, dict):
-                    raise ValueError("not a table")
-                record = BatchRecord.from_dict(item)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise self._snapshot_damage(f"batch #{index} is unreadable ({exc})") from None
-            if record.batch_id in state.records:
-                raise self._snapshot_damage(f"batch \"{record.batch_id}\" appears twice")
-            state.records[record.batch_id] = record
-        return state, data["journal_seq"]
+                f"checkpoint {self.path} was written by a newer gembatch-tui (format version {exc.version}; this "
+                f"one reads versions 1 to {VERSION}): upgrade gembatch-tui to resume it"
+            ) from None
+        except FormatProblem as exc:
+            raise self._snapshot_damage(str(exc)) from None
+        return state, seq
 
     def _read_journal(self, path: Path) -> tuple[list[_Entry], int]:
         """The complete lines of a journal and their byte length; a trailing partial line is left out."""
@@ -320,18 +224,15 @@ class CheckpointStore:
         entries: list[_Entry] = []
         for lineno, line in enumerate(raw[:complete].split(b"\n")[:-1], 1):
             try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise self._journal_damage(path, lineno, f"not valid JSON ({exc})") from None
-            if not (isinstance(obj, dict) and isinstance(obj.get("seq"), int) and isinstance(obj.get("run"), str)
-                    and len(obj) == 3 and (isinstance(obj.get("record"), dict)
-                                           or isinstance(obj.get("learned"), dict))):
-                raise self._journal_damage(path, lineno, "not a journal entry")
+                obj = decode_journal_line(line)
+            except FormatProblem as exc:
+                raise self._journal_damage(path, lineno, str(exc)) from None
             entries.append(_Entry(path, lineno, obj["seq"], obj))
         return entries, complete
 
-    def _replay(self, state: RunState, snapshot_seq: int, entries: list[_Entry]) -> int:
-        """Apply the entries above `snapshot_seq` to `state`; returns the last seq applied (or the snapshot's)."""
+    def _replay(self, state: RunState, snapshot_seq: int, entries: list[_Entry], version: int) -> int:
+        """Apply the entries above `snapshot_seq` (written beside a snapshot of format `version`) to `state`;
+        returns the last seq applied (or the snapshot's)."""
         expected = snapshot_seq + 1
         previous: int | None = None
         for entry in entries:
@@ -350,17 +251,10 @@ class CheckpointStore:
                     entry.path, entry.lineno,
                     f"change #{entry.seq} follows #{expected - 1}: changes are missing "
                     f"(was {self.path} replaced by an older copy?)")
-            if "record" in obj:
-                try:
-                    record = BatchRecord.from_dict(obj["record"])
-                except (ValueError, TypeError, KeyError) as exc:
-                    raise self._journal_damage(entry.path, entry.lineno, f"unreadable record ({exc})") from None
-                state.records[record.batch_id] = record
-            else:
-                learned = obj["learned"]
-                if not (isinstance(learned.get("key"), str) and _is_number(learned.get("value"))):
-                    raise self._journal_damage(entry.path, entry.lineno, "unreadable learned value")
-                state.learned[learned["key"]] = learned["value"]
+            try:
+                apply_change(state, obj, version)
+            except FormatProblem as exc:
+                raise self._journal_damage(entry.path, entry.lineno, str(exc)) from None
             expected += 1
         return expected - 1
 
@@ -414,7 +308,7 @@ class CheckpointStore:
 
     def set_learned(self, key: str, value: float | int) -> None:
         """Journal one learned admission fact (and set it on the state this store loaded or created)."""
-        if not _is_number(value):
+        if not is_number(value):
             raise TypeError(f"learned {key!r} must be a number, got {value!r}")
         if self._state is not None:
             self._state.learned[key] = value
@@ -425,8 +319,7 @@ class CheckpointStore:
             raise RuntimeError("load() or create() the checkpoint before journaling changes")
         with self._buf_lock:
             self._seq += 1
-            line = {"seq": self._seq, "run": self._run_id, **body}
-            data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+            data = encode_journal_line(self._seq, self._run_id, body)
             self._buffer.append(_Line(self._seq, data))
             self._lines_since_rotation += 1
             self._bytes_since_rotation += len(data)
@@ -437,8 +330,18 @@ class CheckpointStore:
             self._async_lock, self._async_lock_loop = asyncio.Lock(), loop
         return self._async_lock
 
+    @property
+    def _upgrade_due(self) -> bool:
+        """True from loading a snapshot of an older format version until it is written in this version's."""
+        return self._state is not None and self.disk_version is not None and self.disk_version < VERSION
+
     async def commit(self) -> None:
-        """Make every change journaled so far durable (write + fsync in a thread); await it before a create."""
+        """Make every change journaled so far durable (write + fsync in a thread); await it before a create.
+        The first commit after loading an older format version compacts instead: the snapshot is then this one's."""
+        if self._upgrade_due:
+            assert self._state is not None
+            await self.compact(self._state)
+            return
         if self._durable_seq >= self._seq:
             return
         async with self._lock_for_loop():
@@ -446,6 +349,10 @@ class CheckpointStore:
 
     def commit_sync(self) -> None:
         """`commit` for callers without an event loop."""
+        if self._upgrade_due:
+            assert self._state is not None
+            self.compact_sync(self._state)
+            return
         with self._io_lock:
             with self._buf_lock:
                 lines, self._buffer = self._buffer, []
@@ -469,9 +376,9 @@ class CheckpointStore:
         try:
             fd = self._open_journal()
             if crash_point_armed("mid-journal-write"):  # the n-th pass leaves half its lines, then dies
-                _write_all(fd, data[: max(1, len(data) // 2)])
+                durable.write_all(fd, data[: max(1, len(data) // 2)])
             crash_point("mid-journal-write")  # every pass counts, so that point:n means the n-th write
-            _write_all(fd, data)
+            durable.write_all(fd, data)
             os.fsync(fd)
         except OSError:
             if self._journal_fd is not None:  # cut off whatever part of `data` got in
@@ -497,7 +404,7 @@ class CheckpointStore:
                     "while this engine was writing it; another program touched it"
                 )
             if created:
-                _fsync_dir(self.journal_path.parent)
+                durable.fsync_folder(self.journal_path.parent)
         except BaseException:
             os.close(fd)
             raise
@@ -527,48 +434,20 @@ class CheckpointStore:
         with self._buf_lock:
             seq = self._seq
         secrets = _env_secrets()
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "run_id": state.run_id,
-            "created_at": state.created_at,
-            "model": state.model,
-            "journal_seq": seq,  # the last journal change this snapshot includes
-            "learned": dict(state.learned),
-        }
-        if state.input_dir is not None:
-            header["input_dir"] = state.input_dir
+        header = snapshot_header(state, seq)
         rows = [_freeze(record) for record in state.records.values()]
         return _Snapshot(header, rows, secrets, seq)
 
-    def _encode(self, snapshot: _Snapshot) -> bytes:
-        return b"".join(self._encode_parts(snapshot))
+    def _encode(self, snapshot: _Snapshot) -> Iterator[bytes]:
+        return encode_snapshot(snapshot.header, snapshot.rows, snapshot.secrets, toml=self._toml)
 
-    def _encode_parts(self, snapshot: _Snapshot) -> Iterator[bytes]:
-        """The snapshot's bytes in pieces of about 1 MiB: a 10,000-batch JSON snapshot is never held whole
-        (holding it, its dicts and its text at once cost ~90 MB of peak memory). TOML comes in one piece."""
-        if self._toml:
-            batches = [_redacted(values_dict(*row), snapshot.secrets) for row in snapshot.rows]
-            yield (tomli_w.dumps({**snapshot.header, "batches": batches}) + _TOML_END).encode("utf-8")
-            return
-        # one batch per line: readable, greppable, and far smaller than an indented dump
-        parts = ["{\n"]
-        parts += [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n" for k, v in snapshot.header.items()]
-        if not snapshot.rows:
-            parts.append(' "batches": []\n}\n')
-            yield "".join(parts).encode("utf-8")
-            return
-        parts.append(' "batches": [\n')
-        size, last = 0, len(snapshot.rows) - 1
-        for index, row in enumerate(snapshot.rows):
-            line = json.dumps(_redacted(values_dict(*row), snapshot.secrets), ensure_ascii=False)
-            parts.append(f"  {line},\n" if index < last else f"  {line}\n")
-            size += len(line)
-            if size >= _SNAPSHOT_PIECE:
-                yield "".join(parts).encode("utf-8")
-                parts, size = [], 0
-        parts.append(" ]\n}\n")
-        yield "".join(parts).encode("utf-8")
+    def _snapshot_pieces(self, snapshot: _Snapshot) -> Iterator[bytes]:
+        """The pieces to write; at the crash point "mid-snapshot-write", half of them, then the process dies."""
+        if crash_point_armed("mid-snapshot-write"):
+            data = b"".join(self._encode(snapshot))
+            yield data[: len(data) // 2]
+        crash_point("mid-snapshot-write")  # every pass counts (point:n is the n-th snapshot)
+        yield from self._encode(snapshot)  # streamed: memory stays flat
 
     def _write_compaction(self, snapshot: _Snapshot) -> None:
         with self._io_lock:
@@ -586,26 +465,11 @@ class CheckpointStore:
                 raise
             # 2. the new snapshot, atomically; the old one is kept as P.bak
             try:
-                fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    if crash_point_armed("mid-snapshot-write"):
-                        data = self._encode(snapshot)
-                        _write_all(fd, data[: len(data) // 2])
-                    crash_point("mid-snapshot-write")  # every pass counts (point:n is the n-th snapshot)
-                    written = 0
-                    for piece in self._encode_parts(snapshot):  # streamed: memory stays flat
-                        _write_all(fd, piece)
-                        written += len(piece)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                self._keep_backup()
-                os.replace(self._tmp_path, self.path)
-                _fsync_dir(self.path.parent)
+                written = durable.replace_with(self.path, self._snapshot_pieces(snapshot), temporary=self._tmp_path,
+                                               before_rename=self._keep_backup)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._tmp_path)
                 raise self._write_error(exc) from exc
+            self.disk_version = VERSION
             self._durable_seq = max(self._durable_seq, snapshot.seq)
             self._snapshot_size = written
             # 3. the journal so far becomes P.journal.bak; new lines start a fresh journal
@@ -614,7 +478,7 @@ class CheckpointStore:
                 if self.journal_path.exists():
                     os.replace(self.journal_path, self.journal_bak_path)
                 self._journal_size = 0
-                _fsync_dir(self.path.parent)
+                durable.fsync_folder(self.path.parent)
             except OSError as exc:
                 raise CheckpointWriteError(
                     f"the snapshot {self.path} was saved, but its journal {self.journal_path} could not be "
@@ -651,113 +515,20 @@ class CheckpointStore:
                 self._drop_journal_fd()
             self.release_lock()
 
-    # ---- lock ----------------------------------------------------------------------------------
+    # ---- lock (checkpoint_lock) -----------------------------------------------------------------
 
     def acquire_lock(self) -> None:
         """Take the checkpoint for this process; raises CheckpointLocked naming the holder when it is taken."""
-        if self._lock_fd is not None:
-            return
-        deadline = time.monotonic() + _LOCK_WAIT
-        last: LockHolder | None = None
-        while True:
-            try:
-                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise CheckpointError(f"cannot create the lock file {self.lock_path}: {exc.strerror or exc}; "
-                                      "check that its folder is writable") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                last = self._read_lock_file()
-                if last is not None and not self._gone(last):
-                    raise CheckpointLocked(self.path, last) from None
-                if time.monotonic() >= deadline:  # someone holds it but we cannot tell who
-                    raise CheckpointLocked(self.path, last or LockHolder(0, "unknown host", 0.0)) from None
-                time.sleep(0.05)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            try:  # a releasing holder unlinks the file: a lock on an unlinked file excludes nobody
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            holder = LockHolder(os.getpid(), socket.gethostname(), time.time())
-            data = json.dumps({"pid": holder.pid, "host": holder.host, "started_at": holder.started_at})
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data.encode("utf-8") + b"\n", 0)
-            self._lock_fd, self._holder = fd, holder
-            return
-
-    def check_one_name(self) -> None:
-        """Refuse (CheckpointError) a checkpoint file that has another name, a hard link: a run through that name
-        would take another lock, and each compaction's rename would split the names into diverging copies."""
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc.strerror or exc}") from exc
-        if info.st_nlink <= 1:
-            return
-        with contextlib.suppress(OSError):  # a crash inside _keep_backup leaves P.bak as P's second name
-            if info.st_nlink == 2 and os.path.samestat(info, os.stat(self.bak_path)):
-                return
-        raise CheckpointError(
-            f"checkpoint {self.path} has {info.st_nlink} hard links (another name points to the same file, "
-            f"device {info.st_dev} inode {info.st_ino}): a second run through that name would not see this one's "
-            "lock. Remove the other name(s) and use one path for the checkpoint (a symlink is fine)"
-        )
-
-    @staticmethod
-    def _gone(holder: LockHolder) -> bool:
-        """True when the named holder is a process of this host that no longer runs (the lock is a probe's)."""
-        if holder.host != socket.gethostname() or holder.pid <= 0:
-            return False
-        try:
-            os.kill(holder.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        self._lock.acquire()
 
     def release_lock(self) -> None:
         """Give the checkpoint up (idempotent)."""
-        fd, self._lock_fd, self._holder = self._lock_fd, None, None
-        if fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.lock_path)  # while still holding it, so nobody locks a file that is going away
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        self._lock.release()
 
     def read_holder(self) -> LockHolder | None:
         """Who holds the checkpoint now (this process included); None when nobody does."""
-        if self._holder is not None:
-            return self._holder
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return self._read_lock_file() or LockHolder(0, "unknown host", 0.0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None  # the file is left from a holder that died: nobody holds it
-        finally:
-            os.close(fd)
+        return self._lock.read_holder()
 
-    def _read_lock_file(self) -> LockHolder | None:
-        try:
-            data = json.loads(self.lock_path.read_bytes() or b"null")
-            return LockHolder(int(data["pid"]), str(data["host"]), float(data["started_at"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
+    def check_one_name(self) -> None:
+        """Refuse (CheckpointError) a checkpoint file that has another name (a hard link)."""
+        check_one_name(self.path, self.bak_path)
