@@ -175,3 +175,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"cannot listen on 127.0.0.1 port {port}" in result.stderr
     assert "give another --port" in result.stderr
+
+
+def test_an_open_host_warns_and_sigterm_stops_with_143(tmp_path: Path) -> None:
+    port = free_port()
+    err_path = tmp_path / "serve.err"
+    with err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gembatch.tui", "--serve", "--demo", "--host", "0.0.0.0", "--port", str(port),
+             "--output", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while "serving the UI" not in err_path.read_text() and process.poll() is None:
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 143
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    log = err_path.read_text()
+    assert f"serving the UI on http://0.0.0.0:{port}/" in log
+    assert "WARNING: listening on 0.0.0.0: anyone who can reach this port can watch and drive the run" in log
