@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import json
 import os
 import shlex
 import signal
@@ -70,14 +71,30 @@ def tab_command(words: Sequence[str]) -> str:
 class TabSession(AppService):
     """One browser tab's app process; stopping it is a SIGTERM, so the app saves its checkpoint as it leaves."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.app_left = False  # the app has said it exits (q in the page, or the run ended by itself)
+    app_left = False  # the app has said it exits (q in the page, or a stop it was asked for)
+    browser_gone = False  # the tab's socket is closed: the app's output is read and dropped until it ends
+
+    @property
+    def exit_code(self) -> int | None:
+        """The app process's exit code once it has ended."""
+        return None if self._process is None else self._process.returncode
+
+    async def on_data(self, payload: bytes) -> None:
+        # Keep reading the app's output after the tab went away: a full pipe would block the app mid-save.
+        if not self.browser_gone:
+            try:
+                await super().on_data(payload)
+            except ConnectionError:
+                self.browser_gone = True
 
     async def on_meta(self, data: bytes) -> None:
-        if b'"exit"' in data:
-            self.app_left = True
-        await super().on_meta(data)
+        with contextlib.suppress(ValueError, AttributeError):
+            self.app_left = self.app_left or json.loads(data).get("type") == "exit"
+        if not self.browser_gone:
+            try:
+                await super().on_meta(data)
+            except ConnectionError:
+                self.browser_gone = True
 
     async def stop(self) -> None:
         """Ask the app to stop (unless it is leaving already) and wait until its process has ended."""
@@ -88,8 +105,9 @@ class TabSession(AppService):
         if self._task is not None:
             task, self._task = self._task, None
             await task
-        if process is not None:
-            await process.wait()
+        # Not `process.wait()`: it also waits for the output pipe's end, which is never read if `run` stopped early.
+        while process is not None and process.returncode is None:
+            await asyncio.sleep(0.05)
 
 
 class TabServer(Server):
@@ -139,8 +157,7 @@ class TabServer(Server):
         finally:
             self.sockets.discard(socket)
             await session.stop()
-            code = session._process.returncode if session._process is not None else None
-            _say(f"browser tab closed; its app ended with exit code {code}")
+            _say(f"browser tab closed; its app ended with exit code {session.exit_code}")
         return socket
 
     # ---- start and stop --------------------------------------------------------------------------
