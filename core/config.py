@@ -427,6 +427,9 @@ class _Loader:
             if name == PRICES_TABLE:
                 self._set_prices(settings, value)
             elif name in _TABLE_KEYS:
+                if name == "serve" and isinstance(value, bool):
+                    self._fail("", name, "serving the UI to a browser is the command-line flag --serve; the "
+                                         "[serve] table sets its host and port")
                 if not isinstance(value, dict):
                     self._fail("", name, f"expected a table, got {_describe(value)}")
                 for sub_name, sub_value in value.items():

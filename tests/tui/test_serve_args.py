@@ -166,3 +166,11 @@ def test_serve_read_only_needs_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path:
     (tmp_path / "in").mkdir()
     assert launch.main(["--serve", "--read-only", "--input", str(tmp_path / "in"), "--output",
                         str(tmp_path / "out")]) == 0
+
+
+def test_serve_true_in_the_config_file_points_at_the_flag(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('model = "m"\nserve = true\n', encoding="utf-8")
+    assert error_of(["--config", str(config), "--demo"]) == (
+        f"{config}:2: serve: serving the UI to a browser is the command-line flag --serve; the [serve] table "
+        "sets its host and port")
