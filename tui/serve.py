@@ -96,12 +96,17 @@ class TabSession(AppService):
             except ConnectionError:
                 self.browser_gone = True
 
-    async def stop(self) -> None:
-        """Ask the app to stop (unless it is leaving already) and wait until its process has ended."""
+    def ask_to_stop(self) -> None:
+        """SIGTERM to the app unless it is leaving already: it finishes its calls, saves, and exits."""
         process = self._process
         if process is not None and process.returncode is None and not self.app_left:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        """Ask the app to stop and wait until its process has ended."""
+        self.ask_to_stop()
+        process = self._process
         if self._task is not None:
             task, self._task = self._task, None
             await task
@@ -116,7 +121,7 @@ class TabServer(Server):
     def __init__(self, command: str, host: str, port: int) -> None:
         super().__init__(command, host=host, port=port, title="gembatch-tui")
         self.local_only = is_loopback(host)
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sessions: set[TabSession] = set()
         self.stop_signal: int | None = None
 
     # ---- requests --------------------------------------------------------------------------------
@@ -149,13 +154,13 @@ class TabServer(Server):
         height = _number(request.query.get("height"), 24)
         session = TabSession(self.command, write_bytes=socket.send_bytes, write_str=socket.send_str,
                              close=socket.close, download_manager=self.download_manager, debug=self.debug)
-        self.sockets.add(socket)
+        self.sessions.add(session)
         _say(f"browser tab opened from {request.remote}; its app starts")
         try:
             await session.start(width, height)
             await self._process_messages(socket, session)
         finally:
-            self.sockets.discard(socket)
+            self.sessions.discard(session)
             await session.stop()
             _say(f"browser tab closed; its app ended with exit code {session.exit_code}")
         return socket
@@ -169,10 +174,11 @@ class TabServer(Server):
                  "(the page has no login); prefer 127.0.0.1 and an SSH tunnel")
 
     async def on_shutdown(self, app: web.Application) -> None:
-        """Close every tab: each one's handler then stops its app and waits for it (checkpoint saved)."""
-        if self.sockets:
-            _say(f"stopping {len(self.sockets)} browser tab(s): each app saves its checkpoint")
-        await asyncio.gather(*(socket.close() for socket in list(self.sockets)), return_exceptions=True)
+        """Ask every tab's app to stop; each page shows it saving, then ends; the server waits for them all."""
+        if self.sessions:
+            _say(f"stopping the apps of {len(self.sessions)} browser tab(s): each one saves its checkpoint")
+        for session in self.sessions:
+            session.ask_to_stop()
 
     def _on_signal(self, signum: int) -> None:
         if self.stop_signal is None:
