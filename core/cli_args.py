@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Sequence
 from importlib import metadata
@@ -61,6 +62,8 @@ _OVERRIDES: dict[str, str] = {
     "allow_duplicate_inputs": "allow_duplicate_inputs",
     "progress_interval": "progress_interval",
     "request_check": "request_check",
+    "host": "serve.host",
+    "port": "serve.port",
 }
 
 
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(parser)
     _add_quota_flags(parser)
     _add_ui_flags(parser)
+    _add_serve_flags(parser)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
@@ -225,6 +229,27 @@ def _add_ui_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("watch from a browser")
+    group.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the UI to web browsers at http://HOST:PORT/ instead of this terminal (with the run's other "
+        "flags, --demo included); the first browser tab runs the engine, later ones watch read-only; "
+        "Ctrl-C stops every tab's app (checkpoint saved)",
+    )
+    group.add_argument(
+        "--host",
+        metavar="HOST",
+        help="with --serve: the address to listen on (default: 127.0.0.1, this machine only; reach it through "
+        "an SSH tunnel; the page has no login) (config: [serve] host)",
+    )
+    group.add_argument(
+        "--port", metavar="N", type=int, help="with --serve: the port to listen on (default: 8000) "
+        "(config: [serve] port)",
+    )
+
+
 def resolve_settings(argv: Sequence[str] | None) -> Settings:
     """Parse the flags, read the config file, apply the flags over it and check the result.
 
@@ -241,6 +266,8 @@ def resolve_settings(argv: Sequence[str] | None) -> Settings:
     settings.rebuild_from_server = args.rebuild_from_server
     settings.input_moved = args.input_moved
     settings.resubmit_changed = bool(args.resubmit_changed)
+    settings.serve.on = args.serve
+    _check_serve(settings, args)
     _check(settings, args)
     return settings
 
@@ -307,6 +334,29 @@ def _check(settings: Settings, args: argparse.Namespace) -> None:
                 raise ConfigError(f"{_origin(settings, args, 'trace')}: is a folder, not a file: {settings.trace}")
             _check_writable(_origin(settings, args, "trace"), "trace file's folder",
                             Path(os.path.realpath(settings.trace)).parent)
+
+
+def _check_serve(settings: Settings, args: argparse.Namespace) -> None:
+    """--serve goes with the UI; --host and --port go with --serve; the host is a name or an address."""
+    if not settings.serve.on:
+        if args.host is not None or args.port is not None:
+            raise ConfigError(f"{'--host' if args.host is not None else '--port'} goes with --serve "
+                              "(serve the UI to a web browser); add --serve or leave it out")
+        return
+    if settings.headless:
+        raise ConfigError("--serve serves the UI to a web browser: it does not go with --headless (no UI)")
+    host = settings.serve.host
+    if "/" in host or any(c.isspace() for c in host) or (":" in host and not _is_ipv6(host)):
+        origin = "--host" if args.host is not None else f"{settings.config_path}: serve.host"
+        raise ConfigError(f"{origin}: expected a host name or address such as 127.0.0.1, localhost or 0.0.0.0 "
+                          f"(no scheme, path or port: the port is --port), got {host!r}")
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        return False
 
 
 def _check_writable(origin: str, what: str, folder: Path) -> None:

@@ -73,6 +73,15 @@ class NotifySettings:
     urls: list[str] = field(default_factory=list)  # apprise URLs (Slack, ntfy, e-mail, ...); may hold tokens
 
 
+@dataclass
+class ServeSettings:
+    """Where `--serve` listens for web browsers: localhost by default (the page has no login)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    on: bool = False  # flag only: --serve
+
+
 @dataclass(frozen=True)
 class ModelPrice:
     """Interactive (standard) USD price per 1M tokens of one model; batch jobs cost half of it."""
@@ -113,6 +122,7 @@ class Settings:
     request_check: str = "error"  # request lines the API would refuse: "error" rejects the file, "warn", "off"
     notify: NotifySettings = field(default_factory=NotifySettings)
     backend: str = "gemini"  # the batch service; core/compose.py lists the valid values
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -141,6 +151,7 @@ class _Key:
     zero_is_none: bool = False  # 0 means "not set"
     url: bool = False
     choices: tuple[str, ...] = ()  # for strings (and items of lists of strings): the allowed values
+    maximum: float | None = None  # for numbers: the largest allowed value
 
 
 def _positive(attr: str) -> _Key:
@@ -207,6 +218,10 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
         "desktop": _Key("desktop", bool),
         "terminal": _Key("terminal", str, choices=("auto", "always", "off")),
         "urls": _Key("urls", list),
+    },
+    "serve": {
+        "host": _Key("host", str),
+        "port": _Key("port", int, minimum=1, maximum=65535),
     },
 }
 
@@ -323,6 +338,8 @@ def _coerce_number(spec: _Key, value: object) -> int | float | None:
         problem = range_problem(value, spec.minimum, exclusive=spec.exclusive)
         if problem:
             raise ValueError(problem)
+    if spec.maximum is not None and value > spec.maximum:
+        raise ValueError(f"must be at most {spec.maximum:g}, got {value:g}")
     if spec.zero_is_none and value == 0:
         return None
     return value
@@ -412,6 +429,9 @@ class _Loader:
             if name == PRICES_TABLE:
                 self._set_prices(settings, value)
             elif name in _TABLE_KEYS:
+                if name == "serve" and isinstance(value, bool):
+                    self._fail("", name, "serving the UI to a browser is the command-line flag --serve; the "
+                                         "[serve] table sets its host and port")
                 if not isinstance(value, dict):
                     self._fail("", name, f"expected a table, got {_describe(value)}")
                 for sub_name, sub_value in value.items():
@@ -544,6 +564,7 @@ __all__ = [
     "ModelPrice",
     "NotifySettings",
     "RecoverySettings",
+    "ServeSettings",
     "Settings",
     "TransferSettings",
     "assign_setting",

@@ -90,6 +90,14 @@ def _main(words: list[str], guard: StartGuard) -> int:
     except ConfigError as exc:
         print(f"gembatch-tui: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.serve.on:  # each browser tab runs this command line without the serve flags
+        if not settings.demo and not settings.read_only and api_key_from_env() is None:
+            print(f"gembatch-tui: {MISSING_KEY_MESSAGE}", file=sys.stderr)
+            return EXIT_USAGE
+        from .serve import serve
+
+        guard.hand_over()
+        return serve(settings, words)
     if settings.demo:
         from gembatch.core.demo import DEMO_KEY, DemoScenario, demo_settings
 

@@ -1,0 +1,244 @@
+"""`gembatch-tui --serve`: the same app in a web browser (textual-serve), one app process per browser tab.
+
+Each tab runs the normal command line without the serve flags. The first tab takes the checkpoint's lock and
+runs the engine; a tab opened while it runs finds the lock held and watches read-only, as a second terminal
+would. Closing the tab that runs the engine stops the run as SIGTERM does (calls in flight finish, the
+checkpoint is saved); the next tab opened resumes it. With --demo the emulator and its files live in the
+serving process, so every tab sees the same demo run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.web_runner import GracefulExit
+from gembatch.core.config import Settings
+from gembatch.core.exit_codes import EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
+from textual_serve.app_service import AppService
+from textual_serve.server import Server
+
+# Flags of the serving process only; the app of each tab gets the rest of the command line.
+SERVE_FLAG = "--serve"
+SERVE_VALUE_FLAGS = ("--host", "--port")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address that only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def tab_words(words: Sequence[str]) -> list[str]:
+    """The command line of one tab's app: `words` without --serve, --host and --port (and their values)."""
+    kept: list[str] = []
+    skip_value = False
+    for word in words:
+        if skip_value:
+            skip_value = False
+        elif word == SERVE_FLAG:
+            pass
+        elif word in SERVE_VALUE_FLAGS:
+            skip_value = True
+        elif not word.startswith(tuple(f"{flag}=" for flag in SERVE_VALUE_FLAGS)):
+            kept.append(word)
+    return kept
+
+
+def tab_command(words: Sequence[str]) -> str:
+    """The shell command textual-serve starts for each tab: this Python running gembatch-tui with `words`."""
+    # `exec`: the shell is replaced by the app, so a signal sent to the process reaches the app itself.
+    return "exec " + shlex.join([sys.executable, "-m", "gembatch.tui", *words])
+
+
+class TabSession(AppService):
+    """One browser tab's app process; stopping it is a SIGTERM, so the app saves its checkpoint as it leaves."""
+
+    app_left = False  # the app has said it exits (q in the page, or a stop it was asked for)
+    browser_gone = False  # the tab's socket is closed: the app's output is read and dropped until it ends
+
+    @property
+    def exit_code(self) -> int | None:
+        """The app process's exit code once it has ended."""
+        return None if self._process is None else self._process.returncode
+
+    async def on_data(self, payload: bytes) -> None:
+        # Keep reading the app's output after the tab went away: a full pipe would block the app mid-save.
+        if not self.browser_gone:
+            try:
+                await super().on_data(payload)
+            except ConnectionError:
+                self.browser_gone = True
+
+    async def on_meta(self, data: bytes) -> None:
+        with contextlib.suppress(ValueError, AttributeError):
+            self.app_left = self.app_left or json.loads(data).get("type") == "exit"
+        if not self.browser_gone:
+            try:
+                await super().on_meta(data)
+            except ConnectionError:
+                self.browser_gone = True
+
+    def ask_to_stop(self) -> None:
+        """SIGTERM to the app unless it is leaving already: it finishes its calls, saves, and exits."""
+        process = self._process
+        if process is not None and process.returncode is None and not self.app_left:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        """Ask the app to stop and wait until its process has ended."""
+        self.ask_to_stop()
+        process = self._process
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+        # Not `process.wait()`: it also waits for the output pipe's end, which is never read if `run` stopped early.
+        while process is not None and process.returncode is None:
+            await asyncio.sleep(0.05)
+
+
+class TabServer(Server):
+    """textual-serve's server with the checks a page without a login needs, and a clean stop on a signal."""
+
+    def __init__(self, command: str, host: str, port: int) -> None:
+        super().__init__(command, host=host, port=port, title="gembatch-tui")
+        self.local_only = is_loopback(host)
+        self.sessions: set[TabSession] = set()
+        self.stop_signal: int | None = None
+
+    # ---- requests --------------------------------------------------------------------------------
+
+    def refusal(self, request: web.Request) -> str | None:
+        """Why a request is refused, or None: another site's page (Origin), or a name that is not this machine."""
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
+            return f"a page of {origin} may not open this app"  # a cross-site WebSocket would drive the run
+        hostname = urlsplit(f"//{request.host}").hostname or ""
+        if self.local_only and not is_loopback(hostname):
+            return f"this server answers only to localhost, not to {hostname!r}"  # DNS rebinding
+        return None
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        reason = self.refusal(request)
+        if reason is not None:
+            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        # The page's script and socket URLs take the address the browser used (an SSH tunnel's local port too).
+        self.public_url = f"{request.scheme}://{request.host}"
+        return await super().handle_index(request)
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        reason = self.refusal(request)
+        if reason is not None:
+            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        socket = web.WebSocketResponse(heartbeat=15)
+        await socket.prepare(request)
+        width = _number(request.query.get("width"), 80)
+        height = _number(request.query.get("height"), 24)
+        session = TabSession(self.command, write_bytes=socket.send_bytes, write_str=socket.send_str,
+                             close=socket.close, download_manager=self.download_manager, debug=self.debug)
+        self.sessions.add(session)
+        _say(f"browser tab opened from {request.remote}; its app starts")
+        try:
+            await session.start(width, height)
+            await self._process_messages(socket, session)
+        finally:
+            self.sessions.discard(session)
+            await session.stop()
+            _say(f"browser tab closed; its app ended with exit code {session.exit_code}")
+        return socket
+
+    # ---- start and stop --------------------------------------------------------------------------
+
+    async def on_startup(self, app: web.Application) -> None:
+        _say(f"serving the UI on http://{_url_host(self.host)}:{self.port}/ (Ctrl-C stops)")
+        if not self.local_only:
+            _say(f"WARNING: listening on {self.host}: anyone who can reach this port can watch and drive the run "
+                 "(the page has no login); prefer 127.0.0.1 and an SSH tunnel")
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Ask every tab's app to stop; each page shows it saving, then ends; the server waits for them all."""
+        if self.sessions:
+            _say(f"stopping the apps of {len(self.sessions)} browser tab(s): each one saves its checkpoint")
+        for session in self.sessions:
+            session.ask_to_stop()
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            raise GracefulExit()
+
+    def run(self) -> int:
+        """Serve until a signal; returns the exit code (128 + the signal, as any run stopped by one)."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+                        print=None, shutdown_timeout=600)
+        except OSError as exc:
+            _say(f"cannot listen on {self.host} port {self.port}: {exc.strerror or exc}"
+                 + (" (another program uses it: give another --port)" if exc.errno == errno.EADDRINUSE else ""))
+            return EXIT_USAGE
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+            loop.close()
+        return EXIT_OK if self.stop_signal is None else EXIT_SIGNAL_BASE + self.stop_signal
+
+
+def _number(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _say(text: str) -> None:
+    print(f"gembatch-tui --serve: {text}", file=sys.stderr, flush=True)
+
+
+def serve(settings: Settings, words: Sequence[str]) -> int:
+    """`--serve`: serve the app of `words` (without the serve flags) to browsers until a signal."""
+    child = tab_words(words)
+    if not settings.demo:
+        return TabServer(tab_command(child), settings.serve.host, settings.serve.port).run()
+    from gembatch.core.demo import DEMO_KEY, DemoScenario, demo_settings
+
+    scenario = DemoScenario()
+    base_url = scenario.start()
+    try:
+        demo = demo_settings(settings, base_url, scenario.workload)
+        assert demo.input_dir is not None and demo.output_dir is not None and demo.checkpoint is not None
+        _say(f"demo: emulator at {base_url}; files in {demo.input_dir.parent}")
+        # One demo for every tab: the tabs run the normal command on the demo's files and emulator.
+        child = [word for word in child if word != "--demo"]
+        child += ["--input", str(demo.input_dir), "--output", str(demo.output_dir), "--checkpoint",
+                  str(demo.checkpoint), "--base-url", base_url, "--poll-interval", repr(demo.poll_interval)]
+        os.environ.pop("GOOGLE_API_KEY", None)  # it would win over the demo's key in the tabs' apps
+        os.environ["GEMINI_API_KEY"] = DEMO_KEY
+        return TabServer(tab_command(child), settings.serve.host, settings.serve.port).run()
+    finally:
+        scenario.stop()
