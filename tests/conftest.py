@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .inputs import write_batch_files as write_batch_files  # the tests import it from here
+from .reliability.support import FIGURES
+
+FIGURES_FILE_ENV = "GEMBATCH_FIGURES_FILE"
+_WORKER_FIGURES = "gembatch_reliability_figures"
 
 FAKE_KEY = "FAKEKEY-gembatch-test-0123456789-not-real"
 
@@ -27,3 +34,28 @@ def emulator() -> Iterator[object]:
     settings = EmulatorSettings(pending_seconds=0.1, running_seconds=0.2, running_seconds_per_request=0.0)
     with Emulator(settings) as emu:
         yield emu
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand this worker's reliability figures to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[_WORKER_FIGURES] = dict(FIGURES)
+
+
+def pytest_testnodedown(node, error) -> None:
+    """In the pytest-xdist controller: add a finished worker's figures (peaks and maxima are maxima, not sums)."""
+    for name, value in getattr(node, "workeroutput", {}).get(_WORKER_FIGURES, {}).items():
+        FIGURES[name] = max(FIGURES[name], value) if ("max" in name or "peak" in name) else FIGURES[name] + value
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print what the reliability tests tried (kills, faults, bad inputs) and what they found."""
+    if not FIGURES or getattr(terminalreporter.config, "workeroutput", None) is not None:
+        return
+    terminalreporter.section("reliability figures")
+    for name, value in sorted(FIGURES.items()):
+        terminalreporter.write_line(f"{name}: {value}")
+    target = os.environ.get(FIGURES_FILE_ENV)
+    if target:
+        Path(target).write_text(json.dumps(dict(sorted(FIGURES.items())), indent=1) + "\n", encoding="utf-8")

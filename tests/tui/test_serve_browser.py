@@ -117,6 +117,7 @@ def screen_with(page: object, words: tuple[str, ...], timeout: float = 20.0) -> 
     pytest.fail(f"the page never showed {words}; it shows:\n{text}")
 
 
+@pytest.mark.browser
 def test_page_shows_the_grid_and_a_second_tab_watches(served: Served) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run installs it)")
