@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def emulator() -> Iterator[object]:
     settings = EmulatorSettings(pending_seconds=0.1, running_seconds=0.2, running_seconds_per_request=0.0)
     with Emulator(settings) as emu:
         yield emu
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker starts with SIGINT ignored, and its children would inherit that: give it Python's
+    usual Ctrl-C, so the tests see (and the processes they start inherit) what a terminal gives."""
+    if hasattr(config, "workerinput"):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
