@@ -112,6 +112,7 @@ class Settings:
     progress_interval: float = 60.0  # seconds between two headless progress lines
     request_check: str = "error"  # request lines the API would refuse: "error" rejects the file, "warn", "off"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    job_kind: str = "auto"  # "generate", "embed" (embeddings batch jobs), or "auto": from each file's lines
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -169,6 +170,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "allow_duplicate_inputs": _Key("allow_duplicate_inputs", bool),
     "progress_interval": _positive("progress_interval"),
     "request_check": _Key("request_check", str, choices=("error", "warn", "off")),
+    "job_kind": _Key("job_kind", str, choices=("auto", "generate", "embed")),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {

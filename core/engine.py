@@ -303,7 +303,7 @@ class Engine:
                 ordered[batch_id] = rec
                 continue
             scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
-                                              self.settings.request_check)
+                                              self.settings.request_check, self.settings.job_kind)
             if rec is None:
                 rec = BatchRecord(batch_id=batch_id, source=str(path))
             if isinstance(scanned, Rejection):
@@ -389,7 +389,7 @@ class Engine:
                       rec.batch_id)
             return
         scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
-                                          self.settings.request_check)
+                                          self.settings.request_check, self.settings.job_kind)
         if isinstance(scanned, Rejection):
             self._log(Level.ERROR, f"{rec.batch_id}: {what}, and the new content is refused: {scanned}; "
                                    "the batch is kept as it was", rec.batch_id)
@@ -1067,8 +1067,9 @@ class Engine:
         crash_point("after-intent")
         self.admission.create_sent(self.clock(), rec.batch_id)
         assert rec.upload_name is not None
+        create = self.gateway.create_embeddings if rec.job_kind == "embed" else self.gateway.create
         try:
-            job = await self.gateway.create(rec.upload_name, rec.display_name)
+            job = await create(rec.upload_name, rec.display_name)
             crash_point("after-create")
         except RateLimited as exc:
             self.admission.job_ended(rec.batch_id)
@@ -1528,6 +1529,7 @@ def _take_scan(rec: BatchRecord, scanned: ScannedFile) -> None:
     rec.sha256 = scanned.sha256
     rec.request_count = scanned.request_count
     rec.est_tokens = scanned.est_tokens
+    rec.job_kind = scanned.job_kind
     rec.stage = Stage.VALIDATED
     rec.last_error = None
 

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,12 @@ def _errors() -> Any:
     from google.genai import errors
 
     return errors
+
+
+def _experimental_warning() -> type[Warning]:
+    from google.genai import _common
+
+    return getattr(_common, "ExperimentalWarning", UserWarning)
 
 
 def _httpx() -> Any:
@@ -523,7 +530,7 @@ class Gateway:
             names = []
             async for model in pager:
                 actions = model.supported_actions or []
-                if not actions or "batchGenerateContent" in actions or "generateContent" in actions:
+                if not actions or {"batchGenerateContent", "generateContent", "asyncBatchEmbedContent"} & set(actions):
                     names.append((model.name or "").removeprefix("models/"))
             return [name for name in names if name]
 
@@ -636,6 +643,24 @@ class Gateway:
         )
         try:
             job = await self._aio.batches.create(model=self.model, src=file_name, config=config)
+        except Exception as exc:
+            raise _translate(exc, may_have_taken_effect=True, about_file=True) from None
+        return _job_from_sdk(job)
+
+    async def create_embeddings(self, file_name: str, display_name: str) -> RemoteJob:
+        """Create an embeddings batch job (asyncBatchEmbedContent) from an uploaded file of embedding requests:
+        sent exactly once, never retried here, errors translated as for `create`."""
+        await self._ready()
+        types = _types()
+        config = types.CreateEmbeddingsBatchJobConfig(
+            display_name=display_name,
+            http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1)),
+        )
+        try:
+            with warnings.catch_warnings():  # the SDK marks create_embeddings experimental, on every call
+                warnings.simplefilter("ignore", _experimental_warning())
+                job = await self._aio.batches.create_embeddings(
+                    model=self.model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=config)
         except Exception as exc:
             raise _translate(exc, may_have_taken_effect=True, about_file=True) from None
         return _job_from_sdk(job)
