@@ -550,11 +550,36 @@ class Engine:
             self._log(Level.WARNING, f"could not check the model {self.settings.model} ({exc}); going on")
             return
         if known:
+            await self._check_model_kinds()
             return
         names = await self.gateway.model_names()
         close = difflib.get_close_matches(self.settings.model.removeprefix("models/"), names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         message = f"the server does not know the model {self.settings.model!r}{hint} (nothing was uploaded)"
+        self._log(Level.ERROR, message)
+        raise RunRefused(message, EXIT_USAGE)
+
+    async def _check_model_kinds(self) -> None:
+        """Refuse the run (exit 2, nothing uploaded) when the model's listed methods show it cannot run the kind of
+        job (generate or embed) a file still to create needs; no refusal unless the listing says so plainly."""
+        to_create = (Stage.VALIDATED, Stage.UPLOADING, Stage.UPLOADED)
+        kinds = {rec.job_kind for stage in to_create for rec in self._staged[stage].values()}
+        try:
+            actions = set(await self.gateway.model_actions())
+        except GatewayError:
+            return
+        embeds, generates = bool(actions & {"asyncBatchEmbedContent", "embedContent"}), bool(
+            actions & {"batchGenerateContent", "generateContent"})
+        wrong = ("embed" if "embed" in kinds and generates and not embeds else
+                 "generate" if "generate" in kinds and embeds and not generates else None)
+        if wrong is None:
+            return
+        files = sorted(rec.batch_id for stage in to_create for rec in self._staged[stage].values()
+                       if rec.job_kind == wrong)
+        what, use = (("embedding requests", "an embedding model such as gemini-embedding-001") if wrong == "embed"
+                     else ("generate requests", "a generative model, or --job-kind embed for embedding lines"))
+        message = (f"the model {self.settings.model!r} cannot run {what}, which {_listing(files, 5)} hold "
+                   f"(it offers {', '.join(sorted(actions))}); use {use} (nothing was uploaded)")
         self._log(Level.ERROR, message)
         raise RunRefused(message, EXIT_USAGE)
 

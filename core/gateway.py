@@ -443,6 +443,7 @@ class Gateway:
         self._client: Any = None
         self._trace = trace
         self.mime_types: list[str] = list(JSONL_MIME_TYPES)  # the first is the one in use; refused ones drop out
+        self._model_actions: list[str] | None = None  # the run's model's methods, once models.get answered
 
     def _make_client(self) -> None:
         import httpx2
@@ -514,13 +515,22 @@ class Gateway:
     async def model_known(self) -> bool:
         """True when the server knows the run's model (models.get); False on 404."""
         try:
-            await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
+            model = await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
         except Permanent as exc:
             # Only Google's own NOT_FOUND envelope says "no such model"; a proxy without the route says nothing.
             if exc.code == 404 and exc.status == "NOT_FOUND" and not isinstance(exc, Unusable):
                 return False
             raise
+        self._model_actions = list(model.supported_actions or [])
         return True
+
+    async def model_actions(self) -> list[str]:
+        """The methods the server lists for the run's model (models.get `supportedGenerationMethods`, as read by
+        `model_known` when it ran); empty when it does not say."""
+        if self._model_actions is None:
+            model = await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
+            self._model_actions = list(model.supported_actions or [])
+        return self._model_actions
 
     async def model_names(self) -> list[str]:
         """The model ids the server lists that can run batch jobs (empty when it will not say)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from gembatch.core.checkpoint import CheckpointStore
 from gembatch.core.cli_args import resolve_settings
-from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK
+from gembatch.core.engine import RunRefused
+from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from gembatch.core.input_scan import Rejection, ScannedFile, scan_file
 from gembatch.core.model import BatchRecord, Stage
 from gembatch.core.request_check import check_request
@@ -231,3 +232,22 @@ def test_the_scan_detects_the_kind_and_checks_embed_requests_against_their_own_s
     fixed = check_request({"content": "plain text", "output_dimensionality": 4})
     assert fixed.fixed == {"content": {"parts": [{"text": "plain text"}]}, "outputDimensionality": 4}
     assert [p.severity for p in fixed.problems] == ["error", "warning"]
+
+
+@pytest.mark.parametrize(("model", "lines", "said"), [
+    ("gemini-2.5-flash", [embed_line("e1")],
+     "the model 'gemini-2.5-flash' cannot run embedding requests, which batch hold"),
+    (EMBED_MODEL, [generate_line("g1")],
+     f"the model '{EMBED_MODEL}' cannot run generate requests, which batch hold"),
+], ids=["embed-files-on-a-generative-model", "generate-files-on-an-embedding-model"])
+async def test_a_model_of_the_other_kind_is_refused_before_any_upload(tmp_path: Path, emulator, model: str,
+                                                                      lines: list[str], said: str) -> None:
+    write(tmp_path / "in" / "batch.jsonl", lines)
+    settings = engine_settings(tmp_path, emulator.base_url, model=model)
+
+    with pytest.raises(RunRefused) as refused:
+        await run_engine(settings)
+
+    assert refused.value.exit_code == EXIT_USAGE
+    assert said in str(refused.value) and "nothing was uploaded" in str(refused.value)
+    assert not [e for e in emulator.journal() if e.kind in ("upload.start", "batches.create")]
