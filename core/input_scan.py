@@ -310,13 +310,13 @@ class _Scan:
         """One kind of request per file (a batch job runs one method), and the kind the run asks for."""
         if self.job_kind != "auto" and kind != self.job_kind:
             raise LineProblem(
-                f"{_KIND_WORDS[kind]}, but job_kind is \"{self.job_kind}\" (--job-kind {self.job_kind}): "
+                f"{KIND_WORDS[kind]}, but job_kind is \"{self.job_kind}\" (--job-kind {self.job_kind}): "
                 f"{_WRONG_KIND_EFFECT[self.job_kind]}; run it with --job-kind {kind} or auto")
         if self.kind is None:
             self.kind, self.kind_line = kind, line_no
         elif kind != self.kind:
             raise LineProblem(
-                f"{_KIND_WORDS[kind]}, but line {self.kind_line} is {_KIND_WORDS[self.kind]}: the requests of one "
+                f"{KIND_WORDS[kind]}, but line {self.kind_line} is {KIND_WORDS[self.kind]}: the requests of one "
                 "file must all be of one kind (its batch job either generates or embeds); put them in separate files")
 
     def _check_request(self, request: dict[str, object], line_no: int) -> None:
@@ -337,7 +337,7 @@ class _Scan:
             self.request_warnings.append(f"{self.path}:{line_no}: {shown}{more}")
 
 
-_KIND_WORDS = {"embed": "an embedding request (`content`)", "generate": "a generate request (`contents`)"}
+KIND_WORDS = {"embed": "an embedding request (`content`)", "generate": "a generate request (`contents`)"}
 _WRONG_KIND_EFFECT = {
     "generate": "a generate job would fail every embedding line inside the job, a day later",
     "embed": "an embeddings job answers only embedding requests (`content`)",

@@ -251,3 +251,31 @@ async def test_a_model_of_the_other_kind_is_refused_before_any_upload(tmp_path: 
     assert refused.value.exit_code == EXIT_USAGE
     assert said in str(refused.value) and "nothing was uploaded" in str(refused.value)
     assert not [e for e in emulator.journal() if e.kind in ("upload.start", "batches.create")]
+
+
+def test_lint_checks_embed_lines_by_their_own_schema_and_reports_a_mixed_file(tmp_path: Path, capsys) -> None:
+    good = write(tmp_path / "good.jsonl", [embed_line("a", taskType="RETRIEVAL_DOCUMENT", title="T"),
+                                           embed_line("b", outputDimensionality=16)])
+    code, report = run_json(capsys, "lint", good)
+    assert code == 0 and report["problems"] == []
+    snake = write(tmp_path / "snake.jsonl", [embed_line("a", task_type="CLUSTERING"),
+                                             json.dumps({"key": "b", "request": {"content": "plain text"}})])
+    code, report = run_json(capsys, "lint", snake, "--fix")
+    assert code == 0 and report["summary"]["fixed_lines"] == 2
+    fixed = [json.loads(line)["request"] for line in snake.read_text().splitlines()]
+    assert fixed == [{"content": {"parts": [{"text": "passage a"}]}, "taskType": "CLUSTERING"},
+                     {"content": {"parts": [{"text": "plain text"}]}}]
+    mixed = write(tmp_path / "mixed.jsonl", [embed_line("a"), generate_line("b")])
+    code, report = run_json(capsys, "lint", mixed)
+    assert code == 3
+    assert [(p["line"], p["field"]) for p in report["problems"]] == [(2, "request")]
+    assert "but line 1 is an embedding request" in report["problems"][0]["message"]
+
+
+def test_cost_of_embed_files_counts_input_tokens_only(tmp_path: Path, capsys) -> None:
+    write_embed_files(tmp_path / "in", files=1, requests=10)
+    code, report = run_json(capsys, "cost", "--input", tmp_path / "in", "--model", EMBED_MODEL)
+    assert code == 0, report
+    estimate = report["estimate"]
+    assert estimate["priced_as"] == EMBED_MODEL and estimate["output_usd"] == 0.0
+    assert estimate["total_usd"] == pytest.approx(estimate["input_tokens"] * 0.15 / 1e6 * 0.5)
