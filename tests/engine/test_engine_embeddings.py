@@ -4,8 +4,12 @@ with the never-twice guarantees, results, merge and rebuild of generate runs; th
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import re
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,13 +19,13 @@ from gembatch.core.engine import RunRefused
 from gembatch.core.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from gembatch.core.input_scan import Rejection, ScannedFile, scan_file
 from gembatch.core.model import BatchRecord, Stage
-from gembatch.core.request_check import check_request
+from gembatch.core.request_check import EmbedRequestBody, check_request
 from google import genai
 from google.genai import types
 
 from ..conftest import FAKE_KEY
 from ..reliability.support import Workspace, judge, tail
-from ..workflow.helpers import run_json
+from ..workflow.helpers import run_cli, run_json, upload_active
 from .helpers import assert_one_job_per_attempt, engine_settings, jobs_by_file, run_engine
 
 EMBED_MODEL = "gemini-embedding-001"
@@ -279,3 +283,46 @@ def test_cost_of_embed_files_counts_input_tokens_only(tmp_path: Path, capsys) ->
     estimate = report["estimate"]
     assert estimate["priced_as"] == EMBED_MODEL and estimate["output_usd"] == 0.0
     assert estimate["total_usd"] == pytest.approx(estimate["input_tokens"] * 0.15 / 1e6 * 0.5)
+
+
+def test_the_embed_request_body_holds_every_field_the_sdk_sends() -> None:
+    """EmbedRequestBody has each field the SDK's converters put in an embed request for the Gemini API."""
+    from google.genai import batches
+
+    config = inspect.getsource(batches._EmbedContentConfig_to_mldev)
+    sent = set(re.findall(r"\['requests\[\]', '(\w+)'\]", config))
+    assert sent == {"taskType", "title", "outputDimensionality"}
+    assert "'request', 'content'" in inspect.getsource(batches._EmbedContentBatch_to_mldev)
+    body = {info.alias for info in EmbedRequestBody.model_fields.values()}
+    assert sent | {"content"} <= body
+
+
+def test_adopted_embed_jobs_and_uploads_are_finished_as_embeddings(tmp_path: Path, emulator, capsys) -> None:
+    write_embed_files(tmp_path / "in", files=3, requests=2, tag="adopt")
+    paths = sorted((tmp_path / "in").glob("*.jsonl"))
+    client = genai.Client(api_key=FAKE_KEY, http_options=types.HttpOptions(base_url=emulator.base_url,
+                                                                          api_version="v1beta"))
+    uploaded = [upload_active(client, str(p), {"mime_type": "application/jsonl", "display_name": p.stem})
+                for p in paths[:2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = client.batches.create_embeddings(model=EMBED_MODEL, src={"file_name": uploaded[0].name},
+                                                config={"display_name": f"my script - {paths[0].stem}"})
+    report = write(tmp_path / "report.md", [f"- docs 1: {made.name}"])
+    settings = engine_settings(tmp_path, emulator.base_url, model=EMBED_MODEL)
+    code, _, err = run_cli(capsys, "adopt", "--input", settings.input_dir, "--output", settings.output_dir,
+                           "--checkpoint", settings.checkpoint, "--jobs-file", report, "--upload", uploaded[1].name,
+                           "--base-url", emulator.base_url, "--model", EMBED_MODEL)
+    assert code == EXIT_OK, err
+    emulator.reset_journal()
+
+    code, engine, _ = asyncio.run(run_engine(settings))
+
+    assert code == EXIT_OK
+    assert engine.records["docs_001"].job_name == made.name
+    creates = [e for e in emulator.journal() if e.kind == "batches.create"]
+    assert [e.path.split("?")[0] for e in creates] == [CREATE_EMBED] * 2  # docs_002 (adopted upload) and docs_003
+    assert {job["input_file"] for job in emulator.jobs()} >= {uploaded[0].name, uploaded[1].name}
+    assert len(emulator.jobs()) == 3 and {job["kind"] for job in emulator.jobs()} == {"embed"}
+    for path in paths:
+        assert len(results_of(settings.output_dir / f"{path.stem}.results.jsonl")) == 2
