@@ -712,6 +712,8 @@ class Gateway:
         name = model or self.model
         name = name if name.startswith("models/") else f"models/{name}"
         body = {"generateContentRequest": {**request, "model": name}}
+        if "content" in request and "contents" not in request:  # an embedding request: its one Content counts
+            body = {"contents": [request["content"]]}
 
         async def call() -> int:
             response = await self._aio._api_client.async_request("post", f"{name}:countTokens", body)

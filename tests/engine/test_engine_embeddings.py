@@ -326,3 +326,13 @@ def test_adopted_embed_jobs_and_uploads_are_finished_as_embeddings(tmp_path: Pat
     assert len(emulator.jobs()) == 3 and {job["kind"] for job in emulator.jobs()} == {"embed"}
     for path in paths:
         assert len(results_of(settings.output_dir / f"{path.stem}.results.jsonl")) == 2
+
+
+def test_count_tokens_of_embed_requests_counts_their_content(tmp_path: Path, emulator, capsys) -> None:
+    write(tmp_path / "in" / "docs.jsonl", [embed_line(f"k{i}", "twelve chars" * 10) for i in range(4)])
+    code, report = run_json(capsys, "cost", "--input", tmp_path / "in", "--model", EMBED_MODEL,
+                            "--count-tokens", "2", "--base-url", emulator.base_url)
+    assert code == 0, report
+    assert report["token_count"]["counted_tokens"] == 4 * 30  # 120 characters of text a request, 4 to a token
+    counts = [e for e in emulator.journal() if e.kind == "models.countTokens"]
+    assert len(counts) == 2 and {e.status for e in counts} == {200}
