@@ -180,6 +180,10 @@ class BatchBackend(Protocol):
         """The model ids the service offers for batch jobs (empty when it will not say)."""
         ...
 
+    async def model_job_kinds(self) -> set[str]:
+        """The kinds of batch job ("generate", "embed") the run's model offers (empty when it will not say)."""
+        ...
+
     async def upload(self, path: Path, display_name: str) -> RemoteFile:
         """Upload one input file; `UploadRefused` when the service refuses the file itself."""
         ...
@@ -206,6 +210,10 @@ class BatchBackend(Protocol):
 
     async def create(self, file_name: str, display_name: str) -> RemoteJob:
         """Create a batch job from an uploaded file: sent once, never retried."""
+        ...
+
+    async def create_embeddings(self, file_name: str, display_name: str) -> RemoteJob:
+        """Create an embeddings batch job from an uploaded file: sent once, never retried."""
         ...
 
     async def get_job(self, name: str) -> RemoteJob | None:

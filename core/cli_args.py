@@ -64,6 +64,7 @@ _OVERRIDES: dict[str, str] = {
     "request_check": "request_check",
     "host": "serve.host",
     "port": "serve.port",
+    "job_kind": "job_kind",
 }
 
 
@@ -163,6 +164,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         choices=("error", "warn", "off"),
         help="request lines the API would refuse (checked against its schema, as `gembatch-tui lint` does): "
         "error rejects the file (default), warn logs and submits it, off skips the check",
+    )
+    group.add_argument(
+        "--job-kind",
+        choices=("auto", "generate", "embed"),
+        help="the kind of batch job of each file: generate (batchGenerateContent), embed (embeddings: lines "
+        '{"key": ..., "request": {"content": {...}}}) or auto (default: taken from each file\'s lines); a file '
+        "whose lines are of the other kind, or of both, is rejected with the line named",
     )
 
 

@@ -123,6 +123,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     backend: str = "gemini"  # the batch service; core/compose.py lists the valid values
     serve: ServeSettings = field(default_factory=ServeSettings)
+    job_kind: str = "auto"  # "generate", "embed" (embeddings batch jobs), or "auto": from each file's lines
 
     def checkpoint_path(self) -> Path:
         """The checkpoint file: the one set, else `gembatch.checkpoint.json` in the output folder."""
@@ -182,6 +183,7 @@ _TOP_KEYS: dict[str, _Key] = {
     "progress_interval": _positive("progress_interval"),
     "request_check": _Key("request_check", str, choices=("error", "warn", "off")),
     "backend": _Key("backend", str),  # checked against core/compose.py's table when the backend is opened
+    "job_kind": _Key("job_kind", str, choices=("auto", "generate", "embed")),
 }
 
 _TABLE_KEYS: dict[str, dict[str, _Key]] = {

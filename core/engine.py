@@ -306,7 +306,7 @@ class Engine:
                 ordered[batch_id] = rec
                 continue
             scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
-                                              self.settings.request_check)
+                                              self.settings.request_check, self.settings.job_kind)
             if rec is None:
                 rec = BatchRecord(batch_id=batch_id, source=str(path))
             if isinstance(scanned, Rejection):
@@ -392,7 +392,7 @@ class Engine:
                       rec.batch_id)
             return
         scanned = await asyncio.to_thread(scan_file, path, self.settings.tokens_per_byte,
-                                          self.settings.request_check)
+                                          self.settings.request_check, self.settings.job_kind)
         if isinstance(scanned, Rejection):
             self._log(Level.ERROR, f"{rec.batch_id}: {what}, and the new content is refused: {scanned}; "
                                    "the batch is kept as it was", rec.batch_id)
@@ -553,11 +553,34 @@ class Engine:
             self._log(Level.WARNING, f"could not check the model {self.settings.model} ({exc}); going on")
             return
         if known:
+            await self._check_model_kinds()
             return
         names = await self.gateway.model_names()
         close = difflib.get_close_matches(self.settings.model.removeprefix("models/"), names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         message = f"the server does not know the model {self.settings.model!r}{hint} (nothing was uploaded)"
+        self._log(Level.ERROR, message)
+        raise RunRefused(message, EXIT_USAGE)
+
+    async def _check_model_kinds(self) -> None:
+        """Refuse the run (exit 2, nothing uploaded) when the model's listed methods show it cannot run the kind of
+        job (generate or embed) a file still to create needs; no refusal unless the listing says so plainly."""
+        to_create = (Stage.VALIDATED, Stage.UPLOADING, Stage.UPLOADED)
+        kinds = {rec.job_kind for stage in to_create for rec in self._staged[stage].values()}
+        try:
+            offered = await self.gateway.model_job_kinds()
+        except GatewayError:
+            return
+        wrong = next((kind for kind in ("embed", "generate") if kind in kinds and offered and kind not in offered),
+                     None)
+        if wrong is None:
+            return
+        files = sorted(rec.batch_id for stage in to_create for rec in self._staged[stage].values()
+                       if rec.job_kind == wrong)
+        what, use = (("embedding requests", "an embedding model such as gemini-embedding-001") if wrong == "embed"
+                     else ("generate requests", "a generative model, or --job-kind embed for embedding lines"))
+        message = (f"the model {self.settings.model!r} cannot run {what}, which {_listing(files, 5)} hold "
+                   f"(it offers {' and '.join(sorted(offered))} jobs); use {use} (nothing was uploaded)")
         self._log(Level.ERROR, message)
         raise RunRefused(message, EXIT_USAGE)
 
@@ -1070,8 +1093,9 @@ class Engine:
         crash_point("after-intent")
         self.admission.create_sent(self.clock(), rec.batch_id)
         assert rec.upload_name is not None
+        create = self.gateway.create_embeddings if rec.job_kind == "embed" else self.gateway.create
         try:
-            job = await self.gateway.create(rec.upload_name, rec.display_name)
+            job = await create(rec.upload_name, rec.display_name)
             crash_point("after-create")
         except RateLimited as exc:
             self.admission.job_ended(rec.batch_id)
@@ -1531,6 +1555,7 @@ def _take_scan(rec: BatchRecord, scanned: ScannedFile) -> None:
     rec.sha256 = scanned.sha256
     rec.request_count = scanned.request_count
     rec.est_tokens = scanned.est_tokens
+    rec.job_kind = scanned.job_kind
     rec.stage = Stage.VALIDATED
     rec.last_error = None
 

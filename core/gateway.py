@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,12 @@ def _errors() -> Any:
     return errors
 
 
+def _experimental_warning() -> type[Warning]:
+    from google.genai import _common
+
+    return getattr(_common, "ExperimentalWarning", UserWarning)
+
+
 def _httpx() -> Any:
     import httpx2
 
@@ -100,6 +107,8 @@ _JOB_STATES = {
 _FILE_STATES = {"PROCESSING": FileState.PROCESSING, "ACTIVE": FileState.ACTIVE, "FAILED": FileState.FAILED}
 # How long the Files API keeps an upload; used only when the server gives no expirationTime (its own wins).
 FILE_LIFETIME = 48 * 3600.0
+_EMBED_METHODS = frozenset({"asyncBatchEmbedContent", "embedContent"})  # what models.get lists for them
+_GENERATE_METHODS = frozenset({"batchGenerateContent", "generateContent"})
 _BATCH_TO_JOB_STATE = {
     "BATCH_STATE_UNSPECIFIED": "JOB_STATE_UNSPECIFIED",
     "BATCH_STATE_PENDING": "JOB_STATE_PENDING",
@@ -392,6 +401,7 @@ class Gateway:
         self._client: Any = None
         self._trace = trace
         self.mime_types: list[str] = list(JSONL_MIME_TYPES)  # the first is the one in use; refused ones drop out
+        self._model_actions: list[str] | None = None  # the run's model's methods, once models.get answered
 
     def _make_client(self) -> None:
         import httpx2
@@ -463,13 +473,25 @@ class Gateway:
     async def model_known(self) -> bool:
         """True when the server knows the run's model (models.get); False on 404."""
         try:
-            await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
+            model = await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
         except Permanent as exc:
             # Only Google's own NOT_FOUND envelope says "no such model"; a proxy without the route says nothing.
             if exc.code == 404 and exc.status == "NOT_FOUND" and not isinstance(exc, Unusable):
                 return False
             raise
+        self._model_actions = list(model.supported_actions or [])
         return True
+
+    async def model_job_kinds(self) -> set[str]:
+        """The kinds of batch job ("generate", "embed") the run's model offers, read from the methods the server
+        lists for it (models.get `supportedGenerationMethods`, as `model_known` read them); empty when it does not
+        say."""
+        if self._model_actions is None:
+            model = await self._safe(f"get model {self.model}", lambda: self._aio.models.get(model=self.model))
+            self._model_actions = list(model.supported_actions or [])
+        actions = set(self._model_actions)
+        return ({"embed"} if actions & _EMBED_METHODS else set()) | (
+            {"generate"} if actions & _GENERATE_METHODS else set())
 
     async def model_names(self) -> list[str]:
         """The model ids the server lists that can run batch jobs (empty when it will not say)."""
@@ -479,7 +501,7 @@ class Gateway:
             names = []
             async for model in pager:
                 actions = model.supported_actions or []
-                if not actions or "batchGenerateContent" in actions or "generateContent" in actions:
+                if not actions or {"batchGenerateContent", "generateContent", "asyncBatchEmbedContent"} & set(actions):
                     names.append((model.name or "").removeprefix("models/"))
             return [name for name in names if name]
 
@@ -596,6 +618,24 @@ class Gateway:
             raise _translate(exc, may_have_taken_effect=True, about_file=True) from None
         return _job_from_sdk(job)
 
+    async def create_embeddings(self, file_name: str, display_name: str) -> RemoteJob:
+        """Create an embeddings batch job (asyncBatchEmbedContent) from an uploaded file of embedding requests:
+        sent exactly once, never retried here, errors translated as for `create`."""
+        await self._ready()
+        types = _types()
+        config = types.CreateEmbeddingsBatchJobConfig(
+            display_name=display_name,
+            http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1)),
+        )
+        try:
+            with warnings.catch_warnings():  # the SDK marks create_embeddings experimental, on every call
+                warnings.simplefilter("ignore", _experimental_warning())
+                job = await self._aio.batches.create_embeddings(
+                    model=self.model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=config)
+        except Exception as exc:
+            raise _translate(exc, may_have_taken_effect=True, about_file=True) from None
+        return _job_from_sdk(job)
+
     async def get_job(self, name: str) -> RemoteJob | None:
         """One job with its batchStats, or None when the server does not know it."""
         try:
@@ -633,6 +673,8 @@ class Gateway:
         name = model or self.model
         name = name if name.startswith("models/") else f"models/{name}"
         body = {"generateContentRequest": {**request, "model": name}}
+        if "content" in request and "contents" not in request:  # an embedding request: its one Content counts
+            body = {"contents": [request["content"]]}
 
         async def call() -> int:
             response = await self._aio._api_client.async_request("post", f"{name}:countTokens", body)

@@ -39,6 +39,7 @@ class ScannedFile:
     key_hashes: array[int] | None = field(default=None, repr=False, compare=False)  # hash(key) per request line
     request_warnings: tuple[str, ...] = ()  # with request_check = "warn": the lines the API would refuse (first few)
     request_warning_count: int = 0
+    job_kind: str = "generate"  # "embed" when its lines are embedding requests (an embeddings batch job)
 
 
 @dataclass(frozen=True)
@@ -163,17 +164,22 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def scan_file(path: Path, tokens_per_byte: float = 0.25, request_check: str = "error") -> ScannedFile | Rejection:
+def scan_file(path: Path, tokens_per_byte: float = 0.25, request_check: str = "error",
+              job_kind: str = "auto") -> ScannedFile | Rejection:
     """Validate one input file in a single streamed pass; the first problem found rejects it.
 
     `request_check` ("error", "warn", "off"): what a request the API would refuse does (core.request_check).
+    `job_kind` ("auto", "generate", "embed"): the kind of batch job the file is for; "auto" takes it from the
+    lines. Either way a file's lines must all be of one kind, and of the kind chosen.
     """
+    if job_kind not in JOB_KINDS:
+        raise ValueError(f"job_kind: expected one of {', '.join(JOB_KINDS)}, got {job_kind!r}")
     info = _stat_for_scan(path)
     if isinstance(info, str):
         return Rejection(path, None, info)
     try:
         with path.open("rb", buffering=_READ_BUFFER) as stream:
-            return _Scan(path, tokens_per_byte, info.st_mtime_ns, request_check).run(stream)
+            return _Scan(path, tokens_per_byte, info.st_mtime_ns, request_check, job_kind).run(stream)
     except OSError as exc:
         return Rejection(path, None, f"cannot read: {_os_reason(exc)}")
 
@@ -227,8 +233,12 @@ class LineProblem(Exception):
 class _Scan:
     """State of one pass over a file: the hash, the counts and the keys seen so far."""
 
-    def __init__(self, path: Path, tokens_per_byte: float, mtime_ns: int, request_check: str = "error") -> None:
+    def __init__(self, path: Path, tokens_per_byte: float, mtime_ns: int, request_check: str = "error",
+                 job_kind: str = "auto") -> None:
         self.path = path
+        self.job_kind = job_kind
+        self.kind: str | None = None  # the kind of the file's first request, and its line
+        self.kind_line = 0
         self.request_check = _request_checker(request_check)
         self.request_warnings: list[str] = []
         self.request_warning_count = 0
@@ -268,6 +278,7 @@ class _Scan:
             key_hashes=self.key_hashes,
             request_warnings=tuple(self.request_warnings),
             request_warning_count=self.request_warning_count,
+            job_kind=self.kind or "generate",
         )
 
     def _check_line(self, body: bytes, line_no: int) -> None:
@@ -289,10 +300,24 @@ class _Scan:
             raise LineProblem("missing 'request'")
         if not isinstance(request, dict):
             raise LineProblem(f"'request' must be a JSON object, got {json_type(request)}")
+        self._check_kind(request_kind(request), line_no)
         if self.request_check is not None and self.refused is None:
             self._check_request(request, line_no)
         self.requests += 1
         self.tokens += math.ceil(len(body) * self.tokens_per_byte)
+
+    def _check_kind(self, kind: str, line_no: int) -> None:
+        """One kind of request per file (a batch job runs one method), and the kind the run asks for."""
+        if self.job_kind != "auto" and kind != self.job_kind:
+            raise LineProblem(
+                f"{KIND_WORDS[kind]}, but job_kind is \"{self.job_kind}\" (--job-kind {self.job_kind}): "
+                f"{_WRONG_KIND_EFFECT[self.job_kind]}; run it with --job-kind {kind} or auto")
+        if self.kind is None:
+            self.kind, self.kind_line = kind, line_no
+        elif kind != self.kind:
+            raise LineProblem(
+                f"{KIND_WORDS[kind]}, but line {self.kind_line} is {KIND_WORDS[self.kind]}: the requests of one "
+                "file must all be of one kind (its batch job either generates or embeds); put them in separate files")
 
     def _check_request(self, request: dict[str, object], line_no: int) -> None:
         check, strict = self.request_check  # type: ignore[misc]
@@ -310,6 +335,13 @@ class _Scan:
         self.request_warning_count += 1
         if len(self.request_warnings) < 5:
             self.request_warnings.append(f"{self.path}:{line_no}: {shown}{more}")
+
+
+KIND_WORDS = {"embed": "an embedding request (`content`)", "generate": "a generate request (`contents`)"}
+_WRONG_KIND_EFFECT = {
+    "generate": "a generate job would fail every embedding line inside the job, a day later",
+    "embed": "an embeddings job answers only embedding requests (`content`)",
+}
 
 
 def _request_checker(mode: str) -> tuple[Callable[..., CheckedRequest], bool] | None:
@@ -527,6 +559,14 @@ def _check_text(text: str, where: str) -> None:
 def _reject_constant(name: str) -> object:
     # Python's json accepts NaN and Infinity; JSON (and the API) does not.
     raise LineProblem(f"bad JSON: {name} is not a valid JSON value")
+
+
+JOB_KINDS = ("auto", "generate", "embed")  # setting job_kind: detected from the lines, or chosen for the run
+
+
+def request_kind(request: dict[str, object]) -> str:
+    """"embed" for an embedding request (an EmbedContentRequest: `content`, no `contents`), else "generate"."""
+    return "embed" if "content" in request and "contents" not in request else "generate"
 
 
 def json_type(value: object, empty_str: bool = False) -> str:

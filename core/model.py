@@ -107,6 +107,7 @@ class BatchRecord:
     result_size: int | None = None
     result_mtime_ns: int | None = None  # the saved file's mtime: unchanged size+mtime skips a re-hash at start
     upload_adopted: bool = False  # its upload was made by another client (adopt): check for jobs using it first
+    job_kind: str = "generate"  # "embed": an embeddings batch job (asyncBatchEmbedContent); older checkpoints lack it
 
     HISTORY_LIMIT = 50
 

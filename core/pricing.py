@@ -24,6 +24,7 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gemini-2.5-flash-lite-preview-09-2025": ModelPrice(0.10, 0.40),
     "gemini-2.0-flash": ModelPrice(0.10, 0.40),
     "gemini-2.0-flash-lite": ModelPrice(0.075, 0.30),
+    "gemini-embedding-001": ModelPrice(0.15, 0.0),  # embeddings have no output tokens; batch: 0.075 (Google, 2025-09)
 }
 
 PRICE_NOTE = (f"built-in prices as of {PRICES_AS_OF} ({PRICES_SOURCE}); prices change: check that page and "

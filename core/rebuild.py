@@ -122,7 +122,7 @@ def scan_folder(settings: Settings) -> dict[str, tuple[Path, ScannedFile | Rejec
     assert settings.input_dir is not None
     out: dict[str, tuple[Path, ScannedFile | Rejection]] = {}
     for path in list_input_files(settings.input_dir):
-        out[path.name[: -len(".jsonl")]] = (path, scan_file(path, settings.tokens_per_byte))
+        out[path.name[: -len(".jsonl")]] = (path, scan_file(path, settings.tokens_per_byte, job_kind=settings.job_kind))
     return out
 
 
@@ -190,6 +190,7 @@ def _record(settings: Settings, run_id: str, batch_id: str, path: Path, item: Sc
         rec.mtime_ns = 0  # the engine sees a change and scans it again
     rec.size_bytes, rec.sha256 = item.size_bytes, item.sha256
     rec.request_count, rec.est_tokens = item.request_count, item.est_tokens
+    rec.job_kind = item.job_kind
     stem, sha12 = name_stem(batch_id), item.sha256[:12]
     mine = [(job, parts) for job in jobs
             if (parts := parse_job_display_name(job.display_name)) is not None

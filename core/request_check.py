@@ -1,5 +1,7 @@
 """Checks batch request bodies against the API's request schema, built from the google-genai SDK's own types.
 
+Embedding requests (`content`, for embeddings batch jobs) are checked against `EmbedRequestBody` instead.
+
 The SDK has pydantic models (camelCase aliases, unknown fields forbidden) for every part of a request: Content,
 Part, GenerationConfig, Tool, SafetySetting, ... but none for the REST body itself, because its
 `GenerateContentConfig` flattens the body and the generation config into one object. `RequestBody` puts the
@@ -23,7 +25,7 @@ from typing import Any, Literal
 import pydantic
 from google.genai import _common, types
 
-from .input_scan import json_type
+from .input_scan import json_type, request_kind
 
 Severity = Literal["error", "warning"]
 
@@ -49,6 +51,18 @@ class RequestBody(_common.BaseModel):
     service_tier: types.ServiceTier | None = None
     store: bool | None = None
     continuation_token: str | None = None
+
+
+class EmbedRequestBody(_common.BaseModel):
+    """The REST `EmbedContentRequest` of one embeddings batch line (`{"key", "request": {"content": ...}}`), from
+    the SDK's types: the fields its converters send for the Gemini API (`_EmbedContentBatch_to_mldev` and
+    `_EmbedContentConfig_to_mldev`; the Vertex-only settings raise there)."""
+
+    model: str | None = None
+    content: types.Content | None = None
+    task_type: str | None = None
+    title: str | None = None
+    output_dimensionality: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,7 @@ def _lookup(model: type[pydantic.BaseModel], key: str) -> _Field | None:
 
 _BODY = RequestBody
 _GEN = GenerationConfigBody
+_EMBED = EmbedRequestBody
 
 
 def _models_in(annotation: Any) -> tuple[str, type[pydantic.BaseModel] | None]:
@@ -145,6 +160,8 @@ def check_request(request: dict[str, Any], where: str = "request", quick: bool =
     `errors_only=True` lets the fast path take the SDK's snake_case names too (their warnings are not wanted),
     so a file written with them costs no more to check than one with the API's names.
     """
+    if request_kind(request) == "embed":
+        return check_embed_request(request, where, quick, errors_only)
     result = CheckedRequest()
     if quick and is_plainly_valid(request, sdk_names=errors_only):
         return result
@@ -153,6 +170,24 @@ def check_request(request: dict[str, Any], where: str = "request", quick: bool =
         result.problems.append(RequestProblem(where, "no `contents`: the request has nothing to send",
                                               'add "contents": [{"role": "user", "parts": [{"text": "..."}]}]'))
     _type_errors(fixed, where, result.problems)
+    if any(p.fixable for p in result.problems):
+        result.fixed = fixed
+    return result
+
+
+def check_embed_request(request: dict[str, Any], where: str = "request", quick: bool = True,
+                        errors_only: bool = False) -> CheckedRequest:
+    """The problems of one embedding request body (an EmbedContentRequest), and its fixed form if any: the SDK's
+    snake_case names renamed, a plain-string `content` wrapped as a Content."""
+    result = CheckedRequest()
+    content = request.get("content")
+    if quick and type(content) is dict and _plain(_EMBED, request, errors_only):
+        return result
+    fixed = _Rewrite(result.problems, request).fields(_EMBED, request, where)
+    if "content" not in fixed:
+        result.problems.append(RequestProblem(where, "no `content`: the embedding request has nothing to embed",
+                                              'add "content": {"parts": [{"text": "..."}]}'))
+    _type_errors(fixed, where, result.problems, _EMBED)
     if any(p.fixable for p in result.problems):
         result.fixed = fixed
     return result
@@ -258,12 +293,13 @@ def _plan_of(annotation: Any) -> tuple[str, Any]:
 _NOT_AN_ENUM_VALUE = re.compile(r"^(?P<value>.*) is not a valid (?P<enum>\w+)$")
 
 
-def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem]) -> None:
+def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem],
+                 model: type[pydantic.BaseModel] = _BODY) -> None:
     try:
         # The SDK's enums accept an unknown value with a warning (forward compatibility); the API refuses it.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _BODY.model_validate(body)
+            model.model_validate(body)
         for warning in caught:
             match = _NOT_AN_ENUM_VALUE.match(str(warning.message))
             kind = getattr(types, match["enum"], None) if match else None
@@ -283,7 +319,7 @@ def _type_errors(body: dict[str, Any], where: str, problems: list[RequestProblem
                                            f"give {_expected(error['type'])}"))
     else:
         contents = body.get("contents")
-        if isinstance(contents, list) and not contents:
+        if model is _BODY and isinstance(contents, list) and not contents:
             problems.append(RequestProblem(f"{where}.contents", "empty: the request has nothing to send",
                                            'give at least one {"role": "user", "parts": [{"text": "..."}]}'))
 
@@ -429,7 +465,7 @@ class _Rewrite:
         names = sorted({item.alias for item in _fields(model).values()})
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
         hint = f'did you mean "{close[0]}"?' if close else f"the fields here are: {', '.join(names)}"
-        where = "of the request" if model is _BODY else f"of {model.__name__}"
+        where = "of the request" if model in (_BODY, _EMBED) else f"of {model.__name__}"
         self.note(path, f"`{key}` is not a field {where}; the API refuses the whole request", hint)
 
     def value(self, item: _Field, value: Any, where: str) -> Any:

@@ -26,6 +26,9 @@ every call. Choices made where Google's behaviour is unconfirmed:
   "full" they add QuotaFailure, and creates-per-minute adds RetryInfo (time until the sliding 60 s window frees a
   slot). A rejected create creates nothing and does not count towards creates/minute.
 - Token estimate of a request line: ceil(len(line bytes without its terminator) / 4) (see quotas.py).
+- `models/{m}:asyncBatchEmbedContent` (the SDK's create_embeddings) makes an embeddings job: the same life cycle,
+  quotas and faults; result lines `{"key", "response": {"embedding": {"values": [...]}}}` with deterministic
+  unit vectors (the line shape follows the SDK's inline type; the @type names are guesses). docs/emulator.md.
 """
 
 from .emulator import Emulator

@@ -1,4 +1,4 @@
-"""Made-up model answers: one GenerateContentResponse (or error) per request, keyed like the input."""
+"""Made-up model answers: one GenerateContentResponse or embedding (or error) per request, keyed like the input."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import base64
 import hashlib
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
 REQUEST_ERROR = {"code": 3, "message": "Request contains an invalid argument."}
 INVALID_LINE_ERROR = {"code": 3, "message": "Invalid JSON payload received. The line is not a JSON object."}
+NO_CONTENT_ERROR = {"code": 3, "message": "* EmbedContentRequest.content: required field is not set."}
+MAX_EMBEDDING_DIMENSIONS = 3072  # gemini-embedding-001's full size; outputDimensionality above it is refused
 
 
 def utf8_json(value: Any, **options: Any) -> bytes:
@@ -74,8 +77,48 @@ def response_id(job_name: str, index: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()[:22]
 
 
-def result_line(line: bytes, index: int, job_name: str, model_id: str, error: bool) -> dict[str, Any]:
-    """The output line for one input line: `{"key", "response"}` or `{"key", "error"}`."""
+def embed_text(request: Any) -> str | None:
+    """The text parts of an EmbedContentRequest's `content`, joined; None when it has no content object."""
+    content = request.get("content") if isinstance(request, dict) else None
+    if not isinstance(content, dict):
+        return None
+    parts = content.get("parts")
+    texts = [part["text"] for part in parts if isinstance(part, dict) and isinstance(part.get("text"), str)] \
+        if isinstance(parts, list) else []
+    return " ".join(texts)
+
+
+def embedding_values(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector of `dimensions` floats made from the text's SHA-256 (same text, same vector)."""
+    raw = b""
+    counter = 0
+    while len(raw) < 4 * dimensions:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    numbers = [n / 0x7FFF_FFFF for n in struct.unpack(f">{dimensions}i", raw[: 4 * dimensions])]
+    norm = math.sqrt(sum(n * n for n in numbers)) or 1.0
+    return [round(n / norm, 6) for n in numbers]
+
+
+def embedding_for(request: Any, dimensions: int) -> dict[str, Any]:
+    """A SingleEmbedContentResponse (`{"embedding": {"values": [...]}}`), or `{"error": ...}` for a request with
+    no content or an outputDimensionality out of range (1..3072)."""
+    text = embed_text(request)
+    if text is None:
+        return {"error": NO_CONTENT_ERROR}
+    wanted = _pick(request, "outputDimensionality", "output_dimensionality")
+    if wanted is not None:
+        if not isinstance(wanted, int) or isinstance(wanted, bool) or not 0 < wanted <= MAX_EMBEDDING_DIMENSIONS:
+            return {"error": {"code": 3, "message": f"* EmbedContentRequest.output_dimensionality: must be between "
+                                                    f"1 and {MAX_EMBEDDING_DIMENSIONS}, got {wanted!r}."}}
+        dimensions = wanted
+    return {"response": {"embedding": {"values": embedding_values(text, dimensions)}}}
+
+
+def result_line(line: bytes, index: int, job_name: str, model_id: str, error: bool,
+                embedding_dimensions: int | None = None) -> dict[str, Any]:
+    """The output line for one input line: `{"key", "response"}` or `{"key", "error"}`; for an embeddings job
+    (`embedding_dimensions` set) the response is `{"embedding": {"values": [...]}}`."""
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -88,13 +131,15 @@ def result_line(line: bytes, index: int, job_name: str, model_id: str, error: bo
     request = obj.get("request", obj if "key" not in obj else None)
     if error:
         out["error"] = REQUEST_ERROR
+    elif embedding_dimensions is not None:
+        out.update(embedding_for(request, embedding_dimensions))
     else:
         out["response"] = response_for(request, model_id, obj.get("key"), response_id(job_name, index))
     return out
 
 
-def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
-                       error_lines: list[int], limit: int | None = None) -> tuple[int, int, int, str]:
+def write_file_results(source: Path, target: Path, job_name: str, model_id: str, error_lines: list[int],
+                       limit: int | None = None, embedding_dimensions: int | None = None) -> tuple[int, int, int, str]:
     """Write one result line per request line of `source` (the first `limit` only, when given: a partial
     output); returns (succeeded, failed, size, sha256 hex)."""
     errors = set(error_lines)
@@ -107,7 +152,7 @@ def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
                 continue
             if limit is not None and index >= limit:
                 break
-            line = result_line(raw, index, job_name, model_id, index in errors)
+            line = result_line(raw, index, job_name, model_id, index in errors, embedding_dimensions)
             if "error" in line:
                 failed += 1
             else:
@@ -120,8 +165,8 @@ def write_file_results(source: Path, target: Path, job_name: str, model_id: str,
     return succeeded, failed, size, digest.hexdigest()
 
 
-def file_results_inline(source: Path, job_name: str, model_id: str,
-                        error_lines: list[int]) -> tuple[list[dict[str, Any]], int, int]:
+def file_results_inline(source: Path, job_name: str, model_id: str, error_lines: list[int],
+                        embedding_dimensions: int | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """The results of a file-input job as inlinedResponses items (`response` or `error`, then `metadata.key`
     from the input line's key, as in section 3.5); returns (items, succeeded, failed)."""
     errors = set(error_lines)
@@ -131,7 +176,7 @@ def file_results_inline(source: Path, job_name: str, model_id: str,
         for raw in inp:
             if not raw.strip():
                 continue
-            line = result_line(raw, len(items), job_name, model_id, len(items) in errors)
+            line = result_line(raw, len(items), job_name, model_id, len(items) in errors, embedding_dimensions)
             entry: dict[str, Any] = {"error": line["error"]} if "error" in line else {"response": line["response"]}
             failed += "error" in line
             if "key" in line:
@@ -140,8 +185,8 @@ def file_results_inline(source: Path, job_name: str, model_id: str,
     return items, len(items) - failed, failed
 
 
-def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str,
-                   error_lines: list[int]) -> tuple[list[dict[str, Any]], int, int]:
+def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str, error_lines: list[int],
+                   embedding_dimensions: int | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """The inlinedResponses items (metadata echoed); returns (items, succeeded, failed)."""
     errors = set(error_lines)
     items: list[dict[str, Any]] = []
@@ -149,6 +194,8 @@ def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str,
         entry: dict[str, Any] = {}
         if index in errors:
             entry["error"] = REQUEST_ERROR
+        elif embedding_dimensions is not None:
+            entry.update(embedding_for(item.get("request"), embedding_dimensions))
         else:
             metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
             entry["response"] = response_for(item.get("request"), model_id, metadata.get("key"),
@@ -156,5 +203,5 @@ def inline_results(requests: list[dict[str, Any]], job_name: str, model_id: str,
         if "metadata" in item:
             entry["metadata"] = item["metadata"]
         items.append(entry)
-    failed = len([i for i in errors if i < len(requests)])
+    failed = sum("error" in entry for entry in items)
     return items, len(requests) - failed, failed

@@ -1,4 +1,5 @@
-"""batches.create (file or inline input, quotas checked), get, list, cancel and delete."""
+"""batches.create (batchGenerateContent or asyncBatchEmbedContent; file or inline input, quotas checked), get,
+list, cancel and delete."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ class BatchMethods(Methods):
     """The Batches API calls."""
 
     def batches_create(self, call: Call) -> Reply:
-        """Check input and quotas, then make the job; answers the PENDING Operation."""
+        """Check input and quotas, then make the job; answers the PENDING Operation. An asyncBatchEmbedContent
+        create makes an embeddings job: the same life cycle, quotas and faults, with embeddings as results."""
         raw_size = call.body.remaining
+        method = call.params.get("method") or "batchGenerateContent"
+        embed = method == "asyncBatchEmbedContent"
         body = json_body(call)
         batch = pick(body, "batch")
         if not isinstance(batch, dict):
-            raise invalid_argument("* BatchGenerateContentRequest.batch: required field is missing.")
+            request_type = "AsyncBatchEmbedContentRequest" if embed else "BatchGenerateContentRequest"
+            raise invalid_argument(f"* {request_type}.batch: required field is missing.")
         model = f"models/{call.params['model']}"
         model_id = call.params["model"]
         display_name = pick(batch, "displayName", "display_name")
@@ -40,7 +45,8 @@ class BatchMethods(Methods):
         file_name = pick(source, "fileName", "file_name")
         requests = pick(pick(source, "requests"), "requests")
         settings = self.settings()
-        check_model(settings, model_id, call.params["ver"], "batchGenerateContent")
+        check_model(settings, model_id, call.params["ver"], method)
+        check_method(settings, model_id, call.params["ver"], method)
         priority = batch.get("priority")
         with self.store.lock:
             lifecycle.advance(self.store, call.now)
@@ -66,6 +72,8 @@ class BatchMethods(Methods):
                            enqueued_tokens=sum(j.tokens for j in active if j.model == model))
             job = self._new_job(call, settings, model, display_name, record, inline, count, tokens, sha,
                                 priority)
+            if embed:
+                job.embedding_dimensions = settings.embedding_dimensions
             self.store.create_window.accepted(call.now)
             reply = Reply(json=operation_json(job, call.now))
         call.sha256, call.resource = sha, job.name
@@ -172,6 +180,19 @@ def check_model(settings: EmulatorSettings, model_id: str, version: str, method:
     """404 NOT_FOUND unless the model is in settings.models (an empty set accepts any)."""
     known = {m.removeprefix("models/") for m in settings.models}
     if known and model_id not in known:
+        raise model_not_found(model_id, version, method)
+
+
+def is_embedding_model(model_id: str) -> bool:
+    """Whether a model id names an embedding model (gemini-embedding-001, text-embedding-004, ...)."""
+    return "embedding" in model_id
+
+
+def check_method(settings: EmulatorSettings, model_id: str, version: str, method: str) -> None:
+    """404 NOT_FOUND for a batch method the model does not offer: asyncBatchEmbedContent on a generative model,
+    batchGenerateContent on an embedding model (the service's "not supported for" wording; its answer to a batch
+    create of the wrong kind is a guess). Off when settings.models is empty (any id accepted)."""
+    if settings.models and is_embedding_model(model_id) != (method == "asyncBatchEmbedContent"):
         raise model_not_found(model_id, version, method)
 
 

@@ -121,6 +121,7 @@ class Emulator:
             "request_count": job.request_count, "tokens": job.tokens, "create_time": job.create_time,
             "end_time": status.end_time, "deleted": job.deleted, "result_file": job.result_file,
             "succeeded": status.succeeded, "failed": status.failed,
+            "kind": "generate" if job.embedding_dimensions is None else "embed",
         }
 
     def files(self) -> list[dict[str, Any]]:

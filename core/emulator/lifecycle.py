@@ -125,18 +125,18 @@ def _write_outputs(store: Store, job: JobRecord, at: float, limit: int | None = 
     model_id = job.model.removeprefix("models/")
     if job.inline_requests is not None:
         items, job.succeeded, job.failed = answers.inline_results(
-            job.inline_requests, job.name, model_id, _error_lines(job))
+            job.inline_requests, job.name, model_id, _error_lines(job), job.embedding_dimensions)
         job.inline_responses = items
         return
     assert job.input_path is not None
     if job.inline_output and limit is None:
         items, job.succeeded, job.failed = answers.file_results_inline(
-            job.input_path, job.name, model_id, _error_lines(job))
+            job.input_path, job.name, model_id, _error_lines(job), job.embedding_dimensions)
         job.inline_responses = items
         return
     target = store.new_path("result")
     job.succeeded, job.failed, size, sha = answers.write_file_results(
-        job.input_path, target, job.name, model_id, _error_lines(job), limit)
+        job.input_path, target, job.name, model_id, _error_lines(job), limit, job.embedding_dimensions)
     job.result_file = f"files/batch-{job.job_id}"
     store.add_file(FileRecord(
         serial=store.next_serial(), name=job.result_file, display_name=None, mime_type="application/jsonl",

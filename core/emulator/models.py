@@ -5,22 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from .answers import prompt_tokens
-from .batches import check_model
+from .batches import check_model, is_embedding_model
 from .calls import Call, Methods, Reply, json_body
 from .errors import invalid_argument
 from .settings import KNOWN_MODELS
 
 METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
+EMBEDDING_METHODS = ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"]
 
 
 def model_json(model_id: str) -> dict[str, Any]:
     """A Model resource shaped like the service's (limits as published for the 2.x and 3.x families)."""
-    older = model_id.startswith("gemini-2.0")
     words = model_id.replace("gemini-", "Gemini ", 1).replace("-", " ").split(" ")
+    display_name = " ".join(word[:1].upper() + word[1:] for word in words)
+    if is_embedding_model(model_id):
+        return {"name": f"models/{model_id}", "version": "001", "displayName": display_name,
+                "description": f"{model_id} (emulated)", "inputTokenLimit": 2048, "outputTokenLimit": 1,
+                "supportedGenerationMethods": list(EMBEDDING_METHODS)}
+    older = model_id.startswith("gemini-2.0")
     return {
         "name": f"models/{model_id}",
         "version": "001",
-        "displayName": " ".join(word[:1].upper() + word[1:] for word in words),
+        "displayName": display_name,
         "description": f"{model_id} (emulated)",
         "inputTokenLimit": 1_048_576,
         "outputTokenLimit": 8_192 if older else 65_536,

@@ -29,6 +29,7 @@ KNOWN_MODELS = frozenset({
     "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
     "gemini-3-pro-preview", "gemini-3-flash-preview", "gemini-3-pro-image-preview",
     "gemini-2.5-flash-preview-09-2025", "gemini-2.5-flash-lite-preview-09-2025",
+    "gemini-embedding-001",
 })
 _GIB = 1024**3
 
@@ -116,6 +117,9 @@ class EmulatorSettings:
                   "undocumented)")
     flat_batch_stats: bool = _knob(
         False, "RUNNING jobs report no progress in batchStats (all pending) until they end (field report)")
+    embedding_dimensions: int = _knob(
+        8, "size of the vectors of an embeddings job (asyncBatchEmbedContent) for requests with no "
+           "outputDimensionality (the service's is 3072 for gemini-embedding-001; small keeps tests quick)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +146,8 @@ class EmulatorSettings:
         for name in ("file_processing_seconds", "file_processing_seconds_per_mib", "inline_results_max_requests"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{source}: {name} must not be negative, got {getattr(self, name)!r}")
+        if not 0 < self.embedding_dimensions <= 3072:
+            raise ValueError(f"{source}: embedding_dimensions must be 1..3072, got {self.embedding_dimensions!r}")
         if not self.create_window_seconds > 0:
             raise ValueError(f"{source}: create_window_seconds must be above 0, got {self.create_window_seconds!r}")
         if not 0 <= self.port <= 65535:

@@ -100,6 +100,7 @@ class JobRecord:
     error_lines: list[int] | None = field(default=None, repr=False)
     inline_output: bool = False  # a file-input job whose results come inline (inline_results_max_requests)
     flat_stats: bool = False  # batchStats show no progress while RUNNING (flat_batch_stats)
+    embedding_dimensions: int | None = None  # an embeddings job (asyncBatchEmbedContent): its vectors' default size
 
     @property
     def job_id(self) -> str:

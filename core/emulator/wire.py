@@ -11,6 +11,10 @@ from .store import FileRecord, JobRecord
 
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+# Embeddings jobs (asyncBatchEmbedContent): the resource is an EmbedContentBatch (its name is in the REST method
+# updateEmbedContentBatch); the @type strings are by analogy with the recorded GenerateContentBatch ones.
+EMBED_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatch"
+EMBED_OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatchOutput"
 
 
 def timestamp(t: float) -> str:
@@ -59,9 +63,11 @@ def batch_stats(status: lifecycle.JobStatus) -> dict[str, str]:
 
 
 def operation_json(job: JobRecord, now: float) -> dict[str, Any]:
-    """The long-running Operation named batches/{id}, with the GenerateContentBatch in `metadata`."""
+    """The long-running Operation named batches/{id}, with the GenerateContentBatch (or, for an embeddings job,
+    the EmbedContentBatch) in `metadata`."""
     status = lifecycle.status(job, now)
-    meta: dict[str, Any] = {"@type": BATCH_TYPE, "model": job.model}
+    embed = job.embedding_dimensions is not None
+    meta: dict[str, Any] = {"@type": EMBED_BATCH_TYPE if embed else BATCH_TYPE, "model": job.model}
     if job.display_name:
         meta["displayName"] = job.display_name
     if job.input_file is not None:
@@ -82,7 +88,7 @@ def operation_json(job: JobRecord, now: float) -> dict[str, Any]:
     if status.state in lifecycle.ENDED:
         op["done"] = True
         if output is not None:
-            op["response"] = {"@type": OUTPUT_TYPE, **output}
+            op["response"] = {"@type": EMBED_OUTPUT_TYPE if embed else OUTPUT_TYPE, **output}
         elif job.end_error is not None:
             op["error"] = job.end_error
     return op

@@ -303,6 +303,7 @@ def apply_adoption(state: RunState, scanned: dict[str, tuple[Path, ScannedFile |
             state.records[batch_id] = rec
         rec.size_bytes, rec.sha256 = item.size_bytes, item.sha256
         rec.request_count, rec.est_tokens = item.request_count, item.est_tokens
+        rec.job_kind = item.job_kind
         rec.mtime_ns = path.stat().st_mtime_ns
         if job is not None:
             rec.job_name, rec.display_name, rec.job_state = job.name, job.display_name, job.state_label

@@ -353,7 +353,7 @@ def _scan(input_dir: Path, settings: Settings) -> tuple[list[ScannedFile], list[
     scanned: list[ScannedFile] = []
     rejected: list[Rejection] = []
     for path in list_input_files(input_dir):
-        result = scan_file(path, settings.tokens_per_byte, settings.request_check)
+        result = scan_file(path, settings.tokens_per_byte, settings.request_check, settings.job_kind)
         (rejected if isinstance(result, Rejection) else scanned).append(result)  # type: ignore[arg-type]
     return scanned, rejected
 

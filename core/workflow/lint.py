@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..durable import replacing
-from ..input_scan import LineProblem, json_type, list_input_files, parse_line_object
+from ..input_scan import KIND_WORDS, LineProblem, json_type, list_input_files, parse_line_object, request_kind
 from ..request_check import check_request
 from .common import EXIT_OK, EXIT_PROBLEMS, WorkflowError, parser_for, print_json
 
@@ -103,11 +103,12 @@ def check_file(path: Path, fix: bool = False) -> FileReport:
     """Every problem of one input file; with `fix`, the file rewritten (atomically) where fixes apply."""
     report = FileReport(path, [])
     keys: dict[str, int] = {}
+    kinds: dict[str, int] = {}  # request kind ("generate", "embed") -> the first line of that kind
     rewritten: dict[int, bytes] = {}
     for line_no, body, _ in _lines(path):
         if not body.strip():
             continue
-        fixed = _check_line(path, line_no, body, keys, report.problems)
+        fixed = _check_line(path, line_no, body, keys, report.problems, kinds)
         if fixed is not None:
             rewritten[line_no] = fixed
     if fix and rewritten:
@@ -117,7 +118,7 @@ def check_file(path: Path, fix: bool = False) -> FileReport:
 
 
 def _check_line(path: Path, line_no: int, body: bytes, keys: dict[str, int],
-                problems: list[LintProblem]) -> bytes | None:
+                problems: list[LintProblem], kinds: dict[str, int] | None = None) -> bytes | None:
     """Adds the line's problems; returns the fixed line (without its line break) when a fix applies."""
     def problem(where: str, message: str, fix: str, severity: str = "error", fixable: bool = False) -> None:
         problems.append(LintProblem(str(path), line_no, severity, where, message, fix, fixable))
@@ -143,6 +144,13 @@ def _check_line(path: Path, line_no: int, body: bytes, keys: dict[str, int],
                else f"'request' must be a JSON object, got {json_type(request)}")
         problem("request", got, 'put the GenerateContentRequest under "request": {"contents": [...], ...}')
         return None
+    if kinds is not None:
+        kind = request_kind(request)
+        kinds.setdefault(kind, line_no)
+        first = min(kinds, key=kinds.__getitem__)
+        if kind != first:  # the run refuses such a file: one batch job either generates or embeds
+            problem("request", f"{KIND_WORDS[kind]}, but line {kinds[first]} is {KIND_WORDS[first]}: the requests "
+                    "of one file must all be of one kind", "put the two kinds in separate files")
     checked = check_request(request)
     for item in checked.problems:
         problem(item.where, item.message, item.fix, item.severity, item.fixable)

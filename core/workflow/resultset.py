@@ -52,9 +52,12 @@ def classify_error(error: object) -> str:
 
 
 def classify_response(response: object) -> str:
-    """How an answered request ended: its finish reason, or why it has no answer text."""
+    """How an answered request ended: its finish reason, or why it has no answer text ("EMBEDDING" for the
+    answer of an embedding request)."""
     if not isinstance(response, dict):
         return "no response"
+    if isinstance(response.get("embedding"), dict):
+        return "EMBEDDING"
     feedback = response.get("promptFeedback")
     if isinstance(feedback, dict) and feedback.get("blockReason"):
         return f"blocked: {feedback['blockReason']}"

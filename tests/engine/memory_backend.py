@@ -85,6 +85,9 @@ class MemoryBackend:
     async def model_names(self) -> list[str]:
         return ["memory-model"]
 
+    async def model_job_kinds(self) -> set[str]:
+        return {"generate"}  # so the engine refuses embedding files before any upload
+
     async def upload(self, path: Path, display_name: str) -> RemoteFile:
         self.calls["upload"] += 1
         content = await asyncio.to_thread(path.read_bytes)
@@ -114,6 +117,10 @@ class MemoryBackend:
 
     async def save_inline_results(self, job_name: str, destination: Path) -> int:
         raise Permanent(f"{job_name}: this service writes result files, never inline results", 400)
+
+    async def create_embeddings(self, file_name: str, display_name: str) -> RemoteJob:
+        self.calls["create_embeddings"] += 1
+        raise Permanent("400: the memory backend runs no embedding jobs", 400)
 
     async def create(self, file_name: str, display_name: str) -> RemoteJob:
         self.calls["create"] += 1
