@@ -144,6 +144,12 @@ class TabServer(Server):
         self.public_url = f"{request.scheme}://{request.host}"
         return await super().handle_index(request)
 
+    async def handle_download(self, request: web.Request) -> web.StreamResponse:
+        reason = self.refusal(request)  # a file an app delivers is the app's output too
+        if reason is not None:
+            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        return await super().handle_download(request)
+
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         reason = self.refusal(request)
         if reason is not None:
