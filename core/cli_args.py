@@ -10,7 +10,15 @@ from importlib import metadata
 from pathlib import Path
 
 from .compose import check_backend
-from .config import ConfigError, Settings, assign_setting, coerce_setting, default_config_path, load_settings
+from .config import (
+    ConfigError,
+    Settings,
+    assign_setting,
+    coerce_setting,
+    default_config_path,
+    load_settings,
+    setting_place,
+)
 
 CHECKPOINT_SUFFIXES = (".json", ".toml")
 
@@ -355,7 +363,7 @@ def _check_serve(settings: Settings, args: argparse.Namespace) -> None:
         raise ConfigError("--serve serves the UI to a web browser: it does not go with --headless (no UI)")
     host = settings.serve.host
     if "/" in host or any(c.isspace() for c in host) or (":" in host and not _is_ipv6(host)):
-        origin = "--host" if args.host is not None else f"{settings.config_path}: serve.host"
+        origin = "--host" if args.host is not None else setting_place(settings, "serve.host")
         raise ConfigError(f"{origin}: expected a host name or address such as 127.0.0.1, localhost or 0.0.0.0 "
                           f"(no scheme, path or port: the port is --port), got {host!r}")
 

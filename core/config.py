@@ -549,12 +549,13 @@ def _key_line(lines: list[str], table: str, name: str) -> int | None:
 
 
 def setting_place(settings: Settings, key: str) -> str:
-    """Where a top-level key was set, for a message: "FILE:LINE: key" (or "FILE: key") when the settings came
-    from a config file, else the key alone."""
+    """Where a key ("backend", or "serve.host" for one in a table) was set, for a message: "FILE:LINE: key" (or
+    "FILE: key") when the settings came from a config file, else the key alone."""
     if settings.config_path is None:
         return key
+    table, _, name = key.rpartition(".")
     try:
-        line = _key_line(_read_text(settings.config_path).splitlines(), "", key)
+        line = _key_line(_read_text(settings.config_path).splitlines(), table, name)
     except ConfigError:
         line = None
     return f"{settings.config_path}:{line}: {key}" if line else f"{settings.config_path}: {key}"

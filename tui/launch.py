@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(words: list[str], guard: StartGuard) -> int:
     from gembatch.core.workflow.cli import is_subcommand
 
+    from .serve_tab import hang_up_with_server
+
+    hang_up_with_server()  # a browser tab's app under --serve: stop as on a closed terminal when the server dies
+
     if is_subcommand(words):  # `gembatch-tui split|merge|retry-failures|cost|cleanup|status ...`
         from gembatch.core.workflow.cli import main as workflow_main
 

@@ -28,6 +28,8 @@ from gembatch.core.exit_codes import EXIT_OK, EXIT_SIGNAL_BASE, EXIT_USAGE
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
+from .serve_tab import TAB_PARENT_ENV
+
 # Flags of the serving process only; the app of each tab gets the rest of the command line.
 SERVE_FLAG = "--serve"
 SERVE_VALUE_FLAGS = ("--host", "--port")
@@ -73,6 +75,11 @@ class TabSession(AppService):
 
     app_left = False  # the app has said it exits (q in the page, or a stop it was asked for)
     browser_gone = False  # the tab's socket is closed: the app's output is read and dropped until it ends
+
+    def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
+        environment = super()._build_environment(width=width, height=height)
+        environment[TAB_PARENT_ENV] = str(os.getpid())  # the app hangs up when this process dies (serve_tab.py)
+        return environment
 
     @property
     def exit_code(self) -> int | None:
@@ -143,6 +150,12 @@ class TabServer(Server):
         # The page's script and socket URLs take the address the browser used (an SSH tunnel's local port too).
         self.public_url = f"{request.scheme}://{request.host}"
         return await super().handle_index(request)
+
+    async def handle_download(self, request: web.Request) -> web.StreamResponse:
+        reason = self.refusal(request)  # a file an app delivers is the app's output too
+        if reason is not None:
+            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        return await super().handle_download(request)
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         reason = self.refusal(request)

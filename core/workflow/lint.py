@@ -186,7 +186,12 @@ def _summary(reports: list[FileReport], fix: bool) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     files = lint_files(args.paths)
-    reports = [check_file(path, fix=args.fix) for path in files]
+    reports = []
+    for path in files:
+        try:
+            reports.append(check_file(path, fix=args.fix))
+        except OSError as exc:  # a --fix write (or its folder fsync) failed: the file is as it was, or fixed whole
+            raise WorkflowError(f"{path}: {exc.strerror or exc}; lint stopped at this file") from None
     summary = _summary(reports, args.fix)
     if args.json:
         print_json({"summary": summary, "problems": [asdict(p) for r in reports for p in r.problems]})

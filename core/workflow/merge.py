@@ -170,7 +170,11 @@ def print_report(report: MergeReport) -> None:
 def run(args: argparse.Namespace) -> int:
     existing_dir(args.input, "--input")
     existing_dir(args.output, "--output")
-    report = merge(args.input, args.output, args.retry_output, args.to)
+    try:
+        report = merge(args.input, args.output, args.retry_output, args.to)
+    except OSError as exc:  # reading a result file, or writing --to durably (its folder fsync included)
+        raise WorkflowError(f"{exc.filename or args.to or args.output}: {exc.strerror or exc}; the merge stopped") \
+            from None
     if args.json:
         print_json(report.to_json())
     else:

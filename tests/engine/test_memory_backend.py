@@ -1,9 +1,13 @@
 """A second backend, registered with one line in core/compose.py's table, drives a whole run through the real
-Engine: no emulator, no SDK."""
+Engine: no emulator, no SDK client. (The request-line check, `request_check`, on by default, still reads the
+Gemini API's request schema from the SDK's types, whatever the backend: the last test shows the rest needs no SDK.)"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +129,43 @@ async def test_the_backends_retry_notices_reach_the_event_bus_as_warnings(
     lines = [e for e in recorder.events if isinstance(e, LogLine)]
     assert [(e.level, e.message) for e in lines] == [
         (Level.WARNING, "retrying list files: 503 UNAVAILABLE; retry 1 in 1.0s")]
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_RUN_ALONE = """
+import asyncio, json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from gembatch.core import compose
+from gembatch.core.config import Settings
+from tests.engine.memory_backend import MemoryBackend, opener
+from tests.inputs import write_batch_files
+
+folder = Path(sys.argv[2])
+write_batch_files(folder / "in", files=3, requests=2)
+compose.BACKENDS["memory"] = opener(MemoryBackend())
+settings = Settings(input_dir=folder / "in", output_dir=folder / "out", checkpoint=folder / "out" / "run.json",
+                    poll_interval=0.05, backend="memory", request_check="off")
+engine = compose.build_engine(settings, "FAKEKEY-memory-not-real")
+
+async def run():
+    engine.store.acquire_lock()
+    try:
+        return await engine.run()
+    finally:
+        engine.store.release_lock()
+        await engine.gateway.aclose()
+
+code = asyncio.run(run())
+service = sorted(m for m in sys.modules if m.split(".")[0] in ("google", "httpx", "httpx2")
+                 or m == "gembatch.core.gateway" or m.startswith("gembatch.core.emulator"))
+print(json.dumps({"code": code, "loaded": service}))
+"""
+
+
+def test_a_run_on_the_memory_backend_loads_neither_the_sdk_nor_the_gemini_backend_nor_the_emulator(
+        tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _RUN_ALONE, str(_ROOT), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": EXIT_OK, "loaded": []}

@@ -86,10 +86,10 @@ def test_host_that_is_not_a_host(host: str) -> None:
     assert repr(host) in message
 
 
-def test_config_host_that_is_not_a_host_names_the_file(tmp_path: Path) -> None:
+def test_config_host_that_is_not_a_host_names_the_file_and_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[serve]\nhost = "http://box"\n', encoding="utf-8")
-    assert error_of(["--config", str(config), "--serve", "--demo"]).startswith(f"{config}: serve.host: expected")
+    config.write_text('model = "m"\n\n[serve]\nport = 8001\nhost = "http://box"\n', encoding="utf-8")
+    assert error_of(["--config", str(config), "--serve", "--demo"]).startswith(f"{config}:5: serve.host: expected")
 
 
 @pytest.mark.parametrize("flag", [["--host", "0.0.0.0"], ["--port", "9000"]])

@@ -7,6 +7,7 @@ Chromium is Debian's /usr/bin/chromium (`.ci/run` installs it); without it this 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -69,19 +70,23 @@ class Served:
     def stderr(self) -> str:
         return self.err_path.read_text(encoding="utf-8", errors="replace")
 
-    def wait_listening(self, timeout: float = 30.0) -> None:
+    def wait_listening(self, timeout: float = 30.0) -> bool:
+        """True once it listens; False when another process took the port first (free_port is only a guess)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self.process.returncode == 2 and "another program uses it" in self.stderr:
+                    return False
                 pytest.fail(f"--serve exited with {self.process.returncode}:\n{self.stderr}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            with contextlib.suppress(OSError):  # not listening yet, or another program's port that does not answer
+                status, body = self.get("/", {"Host": f"127.0.0.1:{self.port}"}, timeout=2)
+                if status == 200 and "textual-terminal" in body:  # this server's page, not a program on its port
+                    return True
             time.sleep(0.1)
         pytest.fail(f"--serve did not listen on port {self.port} within {timeout:g} s:\n{self.stderr}")
 
-    def get(self, path: str, headers: dict[str, str]) -> tuple[int, str]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+    def get(self, path: str, headers: dict[str, str], timeout: float = 10) -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
@@ -97,12 +102,15 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    server = Served(tmp_path)
-    try:
-        server.wait_listening()
-        yield server
-    finally:
-        server.stop()
+    for _ in range(3):  # tests in other processes open ports too: a port free a moment ago may be taken
+        server = Served(tmp_path)
+        try:
+            if server.wait_listening():
+                yield server
+                return
+        finally:
+            server.stop()
+    pytest.fail(f"--serve found no free port in 3 tries:\n{server.stderr}")
 
 
 def screen_with(page: object, words: tuple[str, ...], timeout: float = 20.0) -> str:
