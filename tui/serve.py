@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import ipaddress
 import json
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -35,6 +37,9 @@ SERVE_FLAG = "--serve"
 SERVE_VALUE_FLAGS = ("--host", "--port")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+TOKEN_PARAMETER = "token"  # http://127.0.0.1:8000/?token=...
+NO_TOKEN = ("this page needs its token: open the URL with ?token= that `gembatch-tui --serve` printed in its "
+            "terminal when it started")
 
 
 def is_loopback(host: str) -> bool:
@@ -123,11 +128,14 @@ class TabSession(AppService):
 
 
 class TabServer(Server):
-    """textual-serve's server with the checks a page without a login needs, and a clean stop on a signal."""
+    """textual-serve's server behind a random token (as Jupyter's), with checks against other sites and names,
+    and a clean stop on a signal."""
 
-    def __init__(self, command: str, host: str, port: int) -> None:
+    def __init__(self, command: str, host: str, port: int, token: str | None = None) -> None:
         super().__init__(command, host=host, port=port, title="gembatch-tui")
         self.local_only = is_loopback(host)
+        # Printed once, in the URL of the start message; never passed to the tabs' apps nor written elsewhere.
+        self.token = token or secrets.token_urlsafe(32)
         self.sessions: set[TabSession] = set()
         self.stop_signal: int | None = None
 
@@ -143,24 +151,45 @@ class TabServer(Server):
             return f"this server answers only to localhost, not to {hostname!r}"  # DNS rebinding
         return None
 
-    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+    def cookie_name(self, request: web.Request) -> str:
+        """The token's cookie, named after the port the browser used: cookies are per host, not per port, and two
+        servers (or tunnels) on one host must not overwrite each other's."""
+        port = urlsplit(f"//{request.host}").port or (443 if request.scheme == "https" else 80)
+        return f"gembatch-serve-{port}"
+
+    def token_in_query(self, request: web.Request) -> bool:
+        """True when the URL carries this server's token."""
+        return _same(request.query.get(TOKEN_PARAMETER), self.token)
+
+    def admits(self, request: web.Request) -> bool:
+        """True when the request carries the token: in the URL, or in the cookie a page opened with it received."""
+        return self.token_in_query(request) or _same(request.cookies.get(self.cookie_name(request)), self.token)
+
+    def guard(self, request: web.Request) -> None:
+        """Raise 403 for a request of another site or name, or one without the token."""
         reason = self.refusal(request)
+        if reason is None and not self.admits(request):
+            reason = NO_TOKEN
         if reason is not None:
             raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        self.guard(request)
         # The page's script and socket URLs take the address the browser used (an SSH tunnel's local port too).
         self.public_url = f"{request.scheme}://{request.host}"
-        return await super().handle_index(request)
+        response = await super().handle_index(request)
+        if self.token_in_query(request):  # reloads and the page's socket then need no query string
+            response.set_cookie(self.cookie_name(request), self.token, path="/", httponly=True, samesite="Strict")
+        response.headers["Referrer-Policy"] = "no-referrer"  # the page's URL holds the token
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     async def handle_download(self, request: web.Request) -> web.StreamResponse:
-        reason = self.refusal(request)  # a file an app delivers is the app's output too
-        if reason is not None:
-            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        self.guard(request)  # a file an app delivers is the app's output too
         return await super().handle_download(request)
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
-        reason = self.refusal(request)
-        if reason is not None:
-            raise web.HTTPForbidden(text=f"gembatch-tui: {reason}\n")
+        self.guard(request)
         socket = web.WebSocketResponse(heartbeat=15)
         await socket.prepare(request)
         width = _number(request.query.get("width"), 80)
@@ -181,10 +210,12 @@ class TabServer(Server):
     # ---- start and stop --------------------------------------------------------------------------
 
     async def on_startup(self, app: web.Application) -> None:
-        _say(f"serving the UI on http://{_url_host(self.host)}:{self.port}/ (Ctrl-C stops)")
+        _say(f"serving the UI on http://{_url_host(self.host)}:{self.port}/?{TOKEN_PARAMETER}={self.token} "
+             "(open this URL; Ctrl-C stops)")
         if not self.local_only:
-            _say(f"WARNING: listening on {self.host}: anyone who can reach this port can watch and drive the run "
-                 "(the page has no login); prefer 127.0.0.1 and an SSH tunnel")
+            _say(f"WARNING: listening on {self.host}: anyone who can reach this port and sees the URL can watch and "
+                 "drive the run (plain HTTP: the token crosses the network unencrypted); prefer 127.0.0.1 and an "
+                 "SSH tunnel")
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Ask every tab's app to stop; each page shows it saving, then ends; the server waits for them all."""
@@ -206,7 +237,7 @@ class TabServer(Server):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
-                        print=None, shutdown_timeout=600)
+                        print=None, shutdown_timeout=600, access_log=None)  # no log line holds a URL's token
         except OSError as exc:
             _say(f"cannot listen on {self.host} port {self.port}: {exc.strerror or exc}"
                  + (" (another program uses it: give another --port)" if exc.errno == errno.EADDRINUSE else ""))
@@ -223,6 +254,10 @@ def _number(text: str | None, default: int) -> int:
         return int(text) if text is not None else default
     except ValueError:
         return default
+
+
+def _same(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
 
 
 def _url_host(host: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,6 +71,12 @@ class Served:
     def stderr(self) -> str:
         return self.err_path.read_text(encoding="utf-8", errors="replace")
 
+    @property
+    def token(self) -> str:
+        """The token of the URL the server printed."""
+        found = re.search(rf"http://127\.0\.0\.1:{self.port}/\?token=([A-Za-z0-9_-]+) ", self.stderr)
+        return found.group(1) if found else ""
+
     def wait_listening(self, timeout: float = 30.0) -> bool:
         """True once it listens; False when another process took the port first (free_port is only a guess)."""
         deadline = time.monotonic() + timeout
@@ -79,7 +86,7 @@ class Served:
                     return False
                 pytest.fail(f"--serve exited with {self.process.returncode}:\n{self.stderr}")
             with contextlib.suppress(OSError):  # not listening yet, or another program's port that does not answer
-                status, body = self.get("/", {"Host": f"127.0.0.1:{self.port}"}, timeout=2)
+                status, body = self.get(f"/?token={self.token}", {"Host": f"127.0.0.1:{self.port}"}, timeout=2)
                 if status == 200 and "textual-terminal" in body:  # this server's page, not a program on its port
                     return True
             time.sleep(0.1)
@@ -134,15 +141,20 @@ def test_page_shows_the_grid_and_a_second_tab_watches(served: Served) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
-            first = browser.new_page(viewport={"width": 1400, "height": 900})
-            first.add_init_script(CATCH_TERMINAL)
-            first.goto(f"http://127.0.0.1:{served.port}/")
+            stranger = browser.new_page()  # another browser profile, without the URL's token
+            refused = stranger.goto(f"http://127.0.0.1:{served.port}/")
+            assert refused is not None and refused.status == 403
+            assert "open the URL with ?token=" in stranger.content()
+
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.add_init_script(CATCH_TERMINAL)
+            first = context.new_page()
+            first.goto(f"http://127.0.0.1:{served.port}/?token={served.token}")  # the URL the server printed
             text = screen_with(first, ("Batches", "qa_part_001", "RUNNING"))
             grid_row = next(line for line in text.splitlines() if "qa_part_001" in line)
             assert any(stage in grid_row for stage in STAGES), grid_row
 
-            second = browser.new_page(viewport={"width": 1400, "height": 900})
-            second.add_init_script(CATCH_TERMINAL)
+            second = context.new_page()  # the same browser, without the token: its cookie lets it in
             second.goto(f"http://127.0.0.1:{served.port}/")
             screen_with(second, ("READ-ONLY", "WATCHING", "qa_part_001"))
 
@@ -157,17 +169,29 @@ def test_page_shows_the_grid_and_a_second_tab_watches(served: Served) -> None:
     run_folder = next(served.folder.glob("gembatch-demo-*"))
     assert (run_folder / "gembatch.checkpoint.json").is_file()
     assert not (run_folder / "gembatch.checkpoint.json.lock").exists()  # the engine's tab let go of the run
+    # The token is printed once, in the URL, and written nowhere else (the run's log, checkpoint, journal).
+    assert log.count(served.token) == 1, log
+    written = [path for path in served.folder.rglob("*") if path.is_file() and path != served.err_path]
+    assert any(path.name.endswith(".log") for path in written), written
+    assert [path for path in written if served.token.encode() in path.read_bytes()] == []
 
 
-def test_other_sites_and_names_are_refused(served: Served) -> None:
-    status, body = served.get("/", {"Host": f"127.0.0.1:{served.port}"})
+def test_other_sites_and_names_and_requests_without_the_token_are_refused(served: Served) -> None:
+    status, body = served.get(f"/?token={served.token}", {"Host": f"127.0.0.1:{served.port}"})
     assert status == 200 and "textual-terminal" in body
-    status, body = served.get("/", {"Host": f"attacker.example:{served.port}"})
+    status, body = served.get("/", {"Host": f"127.0.0.1:{served.port}"})
+    assert status == 403
+    assert "this page needs its token: open the URL with ?token= that `gembatch-tui --serve` printed" in body
+    status, body = served.get("/ws", {"Host": f"127.0.0.1:{served.port}", "Connection": "Upgrade",
+                                      "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert status == 403 and "this page needs its token" in body
+    status, body = served.get(f"/?token={served.token}", {"Host": f"attacker.example:{served.port}"})
     assert status == 403
     assert "answers only to localhost, not to 'attacker.example'" in body
-    status, body = served.get("/ws", {"Host": f"127.0.0.1:{served.port}", "Origin": "http://attacker.example",
-                                      "Connection": "Upgrade", "Upgrade": "websocket",
-                                      "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    status, body = served.get(f"/ws?token={served.token}", {
+        "Host": f"127.0.0.1:{served.port}", "Origin": "http://attacker.example", "Connection": "Upgrade",
+        "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
     assert status == 403
     assert "a page of http://attacker.example may not open this app" in body
     assert "browser tab opened" not in served.stderr  # no app was started for it
@@ -205,5 +229,5 @@ def test_an_open_host_warns_and_sigterm_stops_with_143(tmp_path: Path) -> None:
             process.kill()
             process.wait(10)
     log = err_path.read_text()
-    assert f"serving the UI on http://0.0.0.0:{port}/" in log
-    assert "WARNING: listening on 0.0.0.0: anyone who can reach this port can watch and drive the run" in log
+    assert re.search(rf"serving the UI on http://0\.0\.0\.0:{port}/\?token=[A-Za-z0-9_-]{{40,}} ", log), log
+    assert "WARNING: listening on 0.0.0.0: anyone who can reach this port and sees the URL can watch and drive" in log
