@@ -37,6 +37,8 @@ SERVE_FLAG = "--serve"
 SERVE_VALUE_FLAGS = ("--host", "--port")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+STOP_GRACE = 30.0  # seconds a tab's app has to stop after its SIGTERM before it gets a SIGKILL
+SAFE_AFTER_KILL = "the checkpoint is safe: the same command resumes"  # the checkpoint journal is crash-safe
 TOKEN_PARAMETER = "token"  # http://127.0.0.1:8000/?token=...
 NO_TOKEN = ("this page needs its token: open the URL with ?token= that `gembatch-tui --serve` printed in its "
             "terminal when it started")
@@ -80,6 +82,7 @@ class TabSession(AppService):
 
     app_left = False  # the app has said it exits (q in the page, or a stop it was asked for)
     browser_gone = False  # the tab's socket is closed: the app's output is read and dropped until it ends
+    killed = False  # it was sent a SIGKILL (it did not stop in time)
 
     def _build_environment(self, width: int = 80, height: int = 24) -> dict[str, str]:
         environment = super()._build_environment(width=width, height=height)
@@ -115,29 +118,59 @@ class TabSession(AppService):
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
 
-    async def stop(self) -> None:
-        """Ask the app to stop and wait until its process has ended."""
-        self.ask_to_stop()
+    @property
+    def running(self) -> bool:
+        """True while the app process runs."""
+        return self._process is not None and self._process.returncode is None
+
+    def kill(self) -> bool:
+        """SIGKILL to the app if it still runs and was not killed yet; True if this call sent it."""
         process = self._process
+        if process is None or process.returncode is not None or self.killed:
+            return False
+        self.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return True
+
+    async def run(self) -> None:
+        await super().run()
+        # The app's output has ended (it exited, or was killed without saying so): close its page's socket.
+        if not self.browser_gone:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.remote_close()
+
+    async def stop(self, grace: float = STOP_GRACE) -> bool:
+        """Ask the app to stop and wait until its process has ended, killing it after `grace` s; True if killed."""
+        self.ask_to_stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        killed_here = False
+        # Not `process.wait()`: it also waits for the output pipe's end, which is never read if `run` stopped early.
+        while self.running:
+            if loop.time() >= deadline and not killed_here:
+                killed_here = self.kill()
+            await asyncio.sleep(0.05)
         if self._task is not None:
             task, self._task = self._task, None
             await task
-        # Not `process.wait()`: it also waits for the output pipe's end, which is never read if `run` stopped early.
-        while process is not None and process.returncode is None:
-            await asyncio.sleep(0.05)
+        return killed_here
 
 
 class TabServer(Server):
     """textual-serve's server behind a random token (as Jupyter's), with checks against other sites and names,
     and a clean stop on a signal."""
 
-    def __init__(self, command: str, host: str, port: int, token: str | None = None) -> None:
+    def __init__(self, command: str, host: str, port: int, token: str | None = None,
+                 stop_grace: float = STOP_GRACE) -> None:
         super().__init__(command, host=host, port=port, title="gembatch-tui")
         self.local_only = is_loopback(host)
         # Printed once, in the URL of the start message; never passed to the tabs' apps nor written elsewhere.
         self.token = token or secrets.token_urlsafe(32)
-        self.sessions: set[TabSession] = set()
+        self.sessions: set[TabSession] = set()  # every tab whose app has not ended yet
         self.stop_signal: int | None = None
+        self.stop_grace = stop_grace
+        self._kill_timer: asyncio.TimerHandle | None = None
 
     # ---- requests --------------------------------------------------------------------------------
 
@@ -202,8 +235,12 @@ class TabServer(Server):
             await session.start(width, height)
             await self._process_messages(socket, session)
         finally:
-            self.sessions.discard(session)
-            await session.stop()
+            try:
+                killed = await session.stop(self.stop_grace)
+            finally:
+                self.sessions.discard(session)
+            if killed:
+                _say(f"a closed tab's app did not stop in {self.stop_grace:g} s: killed it; {SAFE_AFTER_KILL}")
             _say(f"browser tab closed; its app ended with exit code {session.exit_code}")
         return socket
 
@@ -219,15 +256,30 @@ class TabServer(Server):
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Ask every tab's app to stop; each page shows it saving, then ends; the server waits for them all."""
-        if self.sessions:
-            _say(f"stopping the apps of {len(self.sessions)} browser tab(s): each one saves its checkpoint")
-        for session in self.sessions:
+        running = [session for session in self.sessions if session.running]
+        if running:
+            _say(f"stopping the apps of {len(running)} browser tab(s): each one saves its checkpoint (another "
+                 f"Ctrl-C, or {self.stop_grace:g} s without them ending, kills them)")
+        for session in running:
             session.ask_to_stop()
 
+    def kill_tabs(self, why: str) -> int:
+        """SIGKILL to every tab's app still running; says how many, and `why`. Returns how many."""
+        killed = sum(session.kill() for session in list(self.sessions))
+        if killed:
+            _say(f"killed {killed} tab app{'s' if killed != 1 else ''} {why}; {SAFE_AFTER_KILL}")
+        return killed
+
     def _on_signal(self, signum: int) -> None:
-        if self.stop_signal is None:
+        if self.stop_signal is None:  # the first: graceful; the apps get until the grace's end
             self.stop_signal = signum
+            self._kill_timer = asyncio.get_running_loop().call_later(
+                self.stop_grace, self.kill_tabs, f"that did not stop in {self.stop_grace:g} s")
             raise GracefulExit()
+        # Another one while the apps stop: the user will not wait.
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self.kill_tabs(f"still stopping at a second {signal.Signals(signum).name}")
 
     def run(self) -> int:
         """Serve until a signal; returns the exit code (128 + the signal, as any run stopped by one)."""

@@ -15,6 +15,12 @@ CHATTY_APP = (
     "for _ in range(32): out.write(b'D' + len(chunk).to_bytes(4, 'big') + chunk)\n"
     "out.flush(); sys.exit(7)"
 )
+# A stand-in app that ignores SIGTERM (a hung one).
+STUBBORN_APP = (
+    "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "out = sys.stdout.buffer; out.write(b'__GANGLION__\\n'); out.flush()\n"
+    "time.sleep(60)"
+)
 # A stand-in app that waits until a signal ends it, and says which one.
 WAITING_APP = (
     "import signal, sys, time; out = sys.stdout.buffer; out.write(b'__GANGLION__\\n'); out.flush()\n"
@@ -75,3 +81,22 @@ async def test_stop_is_a_sigterm_and_waits_for_the_app() -> None:
     await asyncio.sleep(0.5)  # the app is up and waiting
     await asyncio.wait_for(session.stop(), 15)
     assert session.exit_code == 43  # its own SIGTERM handler ran (the app saves its checkpoint there)
+
+
+async def test_stop_kills_an_app_that_ignores_sigterm_after_the_grace() -> None:
+    session = session_for(STUBBORN_APP, [], browser_open=True)
+    await session.start(80, 24)
+    await asyncio.sleep(0.5)  # the app is up and ignores SIGTERM
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(session.stop(grace=1.0), 15) is True
+    assert asyncio.get_running_loop().time() - started >= 0.9
+    assert session.exit_code == -9  # SIGKILL
+    assert session.kill() is False  # it has ended: nothing more to kill
+
+
+async def test_stop_kills_nothing_that_stops_in_time() -> None:
+    session = session_for(WAITING_APP, [], browser_open=True)
+    await session.start(80, 24)
+    await asyncio.sleep(0.5)
+    assert await asyncio.wait_for(session.stop(grace=10.0), 15) is False
+    assert session.exit_code == 43
