@@ -64,6 +64,7 @@ def test_each_server_draws_its_own_long_token() -> None:
     first, second = TabServer("true", "127.0.0.1", 8000), TabServer("true", "127.0.0.1", 8000)
     assert first.token != second.token
     assert len(first.token) >= 40
+    assert first.token not in first.command  # the tabs' apps never get it (their command line, their logs)
 
 
 @pytest.fixture
