@@ -113,10 +113,15 @@ class TabSession(AppService):
 
     def ask_to_stop(self) -> None:
         """SIGTERM to the app unless it is leaving already: it finishes its calls, saves, and exits."""
-        process = self._process
-        if process is not None and process.returncode is None and not self.app_left:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+        if self.running and not self.app_left and not self.killed:
+            self._signal(signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
+        # os.kill, not Popen.send_signal: that one first polls, and a poll that reaps a just-ended app steals its
+        # exit status from asyncio's child watcher (which then reports 255). The pid of a zombie is not reused.
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._process.pid, signum)
 
     @property
     def running(self) -> bool:
@@ -125,12 +130,10 @@ class TabSession(AppService):
 
     def kill(self) -> bool:
         """SIGKILL to the app if it still runs and was not killed yet; True if this call sent it."""
-        process = self._process
-        if process is None or process.returncode is not None or self.killed:
+        if not self.running or self.killed:
             return False
         self.killed = True
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        self._signal(signal.SIGKILL)
         return True
 
     async def run(self) -> None:
