@@ -25,10 +25,10 @@ def stage_label(stage: Stage) -> str:
 
 
 def short_job(job_name: str | None) -> str:
-    """The job's id without the `batches/` prefix."""
+    """The job's id: the last part of its resource name (`batches/ID` on Gemini), whatever the backend."""
     if not job_name:
         return ""
-    return job_name.removeprefix("batches/")
+    return job_name.rpartition("/")[2]  # the id: the last part of any backend's resource name
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ class UploadsPane(Static):
         now = self.clock()
         rows = sorted(self.waiting.values(), key=lambda r: (r.upload_expires_at or float("inf"), r.batch_id))
         shown = rows[:SHOWN_MAX]
-        cells = [(rec.batch_id, (rec.upload_name or "").removeprefix("files/"), self._left(rec, now), wait_text(rec))
+        cells = [(rec.batch_id, (rec.upload_name or "").rpartition("/")[2], self._left(rec, now), wait_text(rec))
                  for rec in shown]
         name_w, upload_w, left_w, wait_w = upload_widths(
             self.scrollable_content_region.width,
