@@ -57,9 +57,10 @@ from _common import (
     write_inputs,
 )
 from gembatch.core.config import AdmissionSettings, Settings
-from gembatch.core.events import CoolDownStarted, Event
+from gembatch.core.events import BatchChanged, CoolDownStarted, Event
 from gembatch.core.gateway import Gateway
 from gembatch.core.headless import build_engine
+from gembatch.core.model import Stage
 
 SCALE = 0.1
 FAST_POLL = 0.5  # a poll interval short enough for jobs of a few seconds (5 s in real time)
@@ -217,6 +218,7 @@ async def run_engine(settings: Settings) -> tuple[float, int, list[Event], dict]
     engine.bus.subscribe(events.append)
     engine.store.acquire_lock()
     started = time.monotonic()
+    events.append(Event(time.time()))  # the start, on the events' clock
     try:
         code = await engine.run()
     finally:
@@ -224,6 +226,61 @@ async def run_engine(settings: Settings) -> tuple[float, int, list[Event], dict]
         await engine.gateway.aclose()
     learned = dict(engine.admission.learned())
     return time.monotonic() - started, code, events, learned
+
+
+def where_time_went(s: Scenario, events: list[Event], others_until: float) -> dict:
+    """Where the run lost time against the true quotas: for each accepted create, how much later it went than the
+    earliest moment the true limits allowed given the creates before it; split into the part with no ACTIVE
+    upload waiting (uploads starved the creates) and the part with one waiting (admission held back: cool-downs,
+    polls not yet seeing jobs end, a learned limit too low); plus the first create and the tail."""
+    start = events[0].at
+    accepted: list[float] = []
+    ready_at: list[float] = []  # when each ACTIVE upload became ready, in order
+    seen_ready: set[str] = set()
+    creating: set[str] = set()
+    for e in events:
+        if not isinstance(e, BatchChanged):
+            continue
+        rec, b = e.record, e.record.batch_id
+        if rec.stage is Stage.UPLOADED and rec.upload_active and b not in seen_ready:
+            seen_ready.add(b)
+            ready_at.append(e.at)
+        if rec.stage is Stage.CREATING:
+            creating.add(b)
+        elif b in creating and rec.stage in (Stage.PENDING, Stage.RUNNING):
+            creating.discard(b)
+            accepted.append(e.at)
+    if not accepted:
+        return {}
+    accepted.sort()
+    ready_at.sort()
+    starved = held = 0.0
+    late = 0
+    for i, actual in enumerate(accepted):
+        t = accepted[i - 1] if i else start
+        for _ in range(1000):
+            busy = s.others_seconds and others_until > t
+            active = sum(1 for a in accepted[:i] if a <= t < a + s.duration)
+            room = math.floor(s.budget_jobs - (s.others_jobs_worth if busy else 0.0))
+            cap = s.cap - (s.others if busy else 0)
+            in_window = sum(1 for a in accepted[:i] if t - s.window < a <= t)
+            if active < min(cap, room) and in_window < s.rate:
+                break
+            nxt = [a + s.duration for a in accepted[:i] if a + s.duration > t]
+            nxt += [a + s.window for a in accepted[:i] if a + s.window > t]
+            if busy:
+                nxt.append(others_until)
+            t = min(nxt)
+        if actual <= t or not i:
+            continue
+        upload = ready_at[i] if i < len(ready_at) else actual
+        starved += max(0.0, min(actual, upload) - t)
+        held += actual - max(t, min(actual, upload))
+        late += actual - t > 0.2
+    end = max(e.at for e in events)
+    return {"first create": round(accepted[0] - start, 2), "late, no upload ready": round(starved, 2),
+            "late, upload ready (admission)": round(held, 2), "creates late by > 0.2 s": late,
+            "tail after last job's end": round(end - (accepted[-1] + s.duration), 2)}
 
 
 def engine_run(s: Scenario, root: Path, poll_interval: float | None) -> dict:
@@ -239,14 +296,16 @@ def engine_run(s: Scenario, root: Path, poll_interval: float | None) -> dict:
     admission_module.WINDOW = s.window  # the engine's creates-per-minute window, time-scaled like the emulator's
     try:
         with emu:
-            start_other_jobs(s, emu.base_url, root, tokens)
+            others_until = start_other_jobs(s, emu.base_url, root, tokens) + s.others_seconds
             settings = scaled_engine_settings(root, emu.base_url, poll_interval)
             elapsed, code, events, learned = asyncio.run(run_engine(settings))
     finally:
         admission_module.WINDOW = saved_window
     stats = create_stats(_without_others(read_log(log), s.others))
     cooldowns = [e for e in events if isinstance(e, CoolDownStarted)]
+    went = where_time_went(s, events, others_until if s.others else 0.0)
     return {"elapsed": elapsed, "code": code, "tokens": tokens, "poll_interval": settings.poll_interval,
+            "time_went": went,
             "cooldowns": len(cooldowns), "limit": int(tokens * s.budget_jobs),
             "learned_budget": learned.get("token_budget"), "learned_jobs": learned.get("max_jobs"), **stats}
 
@@ -396,6 +455,7 @@ def run_case(name: str, s: Scenario, over: dict[str, float], skip_naive: bool) -
           f"{eng['per10']:.2f} per 10 once learned; learned budget {budget} of {eng['limit']}, max_jobs "
           f"{eng['learned_jobs']}" + (f"; naive {naive['elapsed']:.2f} s = {naive['elapsed'] / bound:.2f} x"
                                       if naive else ""), flush=True)
+    print(f"  where the time went: {eng['time_went']}", flush=True)
     return result
 
 

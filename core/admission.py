@@ -141,6 +141,7 @@ class Admission:
         self._learned_at: dict[Quota, float] = {}
         self._under_others: dict[Quota, int] = {}  # quota -> other jobs active when it was learned
         self._guessed_with: dict[Quota, frozenset[Quota]] = {}  # a guessed limit -> the quotas its 429 fitted
+        self._guessed_window: dict[Quota, int] = {}  # a guessed limit -> creates in the window at its 429
         self._last_refused: dict[Quota, float] = {}  # the last 429 put on each quota
         self._wrong_probes: dict[Quota, int] = {}  # probes refused in a row: the quiet period doubles
         self._offer: Quota | None = None  # the last `decide` admitted a probe of this quota
@@ -303,11 +304,22 @@ class Admission:
         else:
             doublings = min(self._strikes - 1, _MAX_DOUBLINGS)
             delay = min(self.settings.cool_down_seconds * 2**doublings, self.settings.cool_down_max_seconds)
+        window_free = self._window_free_at(verdict)
+        if window_free is not None and retry_delay is None:
+            delay = min(delay, max(0.0, window_free - now))
         self._cool_until = now + delay
         # a bare 429 shows as the most likely quota (the belief says how sure)
         self._cool_quota = quota if quota is not Quota.UNKNOWN or not verdict.quotas else verdict.quotas[0]
         self._cool_ends_with_job = ends_with_job
         return self._cool_until
+
+    def _window_free_at(self, verdict: Verdict) -> float | None:
+        """When the creates window has room again, if the window is all that refused us (named or sure): waiting
+        longer than that frees nothing more."""
+        if verdict.quotas != (Quota.CREATES_PER_MINUTE,) or verdict.confidence not in ("named", "sure"):
+            return None
+        window = sorted([*self._sent, *self._others_recent])
+        return window[0] + WINDOW if window else None
 
     # ---- the 429's meaning ---------------------------------------------------------------------
 
@@ -382,6 +394,7 @@ class Admission:
             else:
                 self._sure.discard(quota)
                 self._guessed_with[quota] = frozenset(verdict.quotas)
+                self._guessed_window[quota] = creates
             if self._others_active:
                 self._under_others[quota] = self._others_active
             else:
@@ -409,6 +422,9 @@ class Admission:
     def _drop_guesses_explained_by(self, quota: Quota) -> None:
         """`quota` is now known to be what fired: guesses made from 429s that it could explain go."""
         for other, fitted in list(self._guessed_with.items()):
+            if (quota is Quota.CREATES_PER_MINUTE and self._rate is not None
+                    and self._guessed_window.get(other, 0) < self._rate):
+                continue  # the window was not full at that 429: it was not the window
             if other is not quota and quota in fitted and other not in self._sure:
                 self._set_limit(other, None)
                 del self._guessed_with[other]
