@@ -351,6 +351,10 @@ class Admission:
         for q in _PRIOR:  # a sure limit far from binding did not fire
             if q in self._sure and q not in binding and not (others and q in _HOLDING):
                 plausible[q] = False
+        if plausible[Quota.CREATES_PER_MINUTE] and not others:
+            for q in _HOLDING:  # nor did a guessed one we are below, when a full window explains the 429
+                if self._limit(q) is not None and q not in binding:
+                    plausible[q] = False
         order = ([probed] if probed is not None else []) + binding + list(_PRIOR)
         candidates = tuple(dict.fromkeys(q for q in order if plausible[q]))
         if not candidates:
