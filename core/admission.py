@@ -12,12 +12,11 @@ the checkpoint is probed upward one create at a time (a wrong probe costs one 42
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .events import AdmissionFigures, Quota
+from .events import AdmissionFigures, Belief, Quota, Wait
 
 if TYPE_CHECKING:
     from .config import AdmissionSettings
@@ -45,10 +44,11 @@ _HOLDING = (Quota.ENQUEUED_TOKENS, Quota.CONCURRENT_JOBS)  # quotas that a job e
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a create may go now; if not, why, which quota, and when a retry makes sense (None: a job end)."""
+    """Whether a create may go now; if not, why (`wait`, figures to render), which quota, and when a retry makes
+    sense (None: a job end). An admitted probe carries the wait it goes past."""
 
     admit: bool
-    reason: str | None = None
+    wait: Wait | None = None
     quota: Quota | None = None
     retry_at: float | None = None
 
@@ -65,7 +65,7 @@ class Verdict:
     why: str
 
 
-_SHORT_QUOTA = {  # fits the uploads pane at 80 columns
+_SHORT_QUOTA = {  # for the log lines of a 429's verdict
     Quota.ENQUEUED_TOKENS: "tokens",
     Quota.CONCURRENT_JOBS: "job cap",
     Quota.CREATES_PER_MINUTE: "creates/min",
@@ -84,14 +84,6 @@ def format_tokens(tokens: int) -> str:
     if tokens >= 1000:
         return f"{tokens / 1000:.1f}k"
     return str(tokens)
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
-
-
-def _utc(at: float) -> str:
-    return time.strftime("%H:%M", time.gmtime(at))
 
 
 def _positive_int(value: object) -> int | None:
@@ -149,6 +141,7 @@ class Admission:
         self._suspect: _Suspect | None = None
         self._unconfirmed: list[tuple[float, frozenset[str], int]] = []  # (accepted at, jobs held, their tokens)
         self._verdict: Verdict | None = None
+        self._wait: Wait | None = None  # why the last `decide` said no
         self._others_active = 0
         self._others_states: dict[str, int] = {}
         self._others_recent: list[float] = []  # create times of other jobs within the window
@@ -461,23 +454,22 @@ class Admission:
         if self._probe is not None and self._probe[1] not in self._jobs:
             self._probe = None  # its create never reached the server
         if self._cool_until is not None:
-            return Decision(False, f"cooling ({_SHORT_QUOTA[self._cool_quota]}) to {_clock(self._cool_until)}",
-                            self._cool_quota, self._cool_until)
+            return self._waits(Decision(False, Wait("cooling", self._cool_quota, until=self._cool_until),
+                                        self._cool_quota, self._cool_until))
         blocks: list[tuple[Decision, bool]] = []  # (why not, whether a learned limit that a probe may test)
         jobs = len(self._jobs)
         if jobs:  # with nothing of ours to wait for, let the server judge (a job above the budget never starves)
             setting = self.settings.max_concurrent_jobs if (self.settings.max_concurrent_jobs or 0) > 0 else None
             for limit, soft in ((setting, False), (self._max_jobs, True)):
                 if limit is not None and jobs >= limit:
-                    blocks.append((Decision(False, f"concurrent cap {jobs}/{self.max_jobs}",
-                                            Quota.CONCURRENT_JOBS), soft))
+                    wait = self._limit_wait(Quota.CONCURRENT_JOBS, jobs, self.max_jobs or limit, soft)
+                    blocks.append((Decision(False, wait, Quota.CONCURRENT_JOBS), soft))
                     break
             for limit, soft in ((self.settings.token_budget, False), (self._budget, True)):
                 if limit is not None and self._tokens + tokens > limit:
-                    budget = self.token_budget or limit
-                    reason = (f"token budget {format_tokens(self._tokens)}/{format_tokens(budget)}"
-                              f" + {format_tokens(tokens)}")
-                    blocks.append((Decision(False, reason, Quota.ENQUEUED_TOKENS), soft))
+                    wait = replace(self._limit_wait(Quota.ENQUEUED_TOKENS, self._tokens, self.token_budget or limit,
+                                                    soft), adding=tokens)
+                    blocks.append((Decision(False, wait, Quota.ENQUEUED_TOKENS), soft))
                     break
         count = self._window_count()
         for limit, soft in ((self.settings.creates_per_minute, False), (self._rate, True)):
@@ -485,14 +477,14 @@ class Admission:
                 limit_now = self.creates_per_minute or limit
                 ours = sorted([*self._sent, *self._others_recent])
                 retry_at = ours[count - limit_now] + WINDOW if count >= limit_now else None
-                blocks.append((Decision(False, f"creates/min {count}/{limit_now}", Quota.CREATES_PER_MINUTE,
-                                        retry_at), soft))
+                wait = replace(self._limit_wait(Quota.CREATES_PER_MINUTE, count, limit_now, soft), until=retry_at)
+                blocks.append((Decision(False, wait, Quota.CREATES_PER_MINUTE, retry_at), soft))
                 break
         if not blocks:
-            return ADMIT
+            return self._waits(ADMIT)
         hard = [d for d, soft in blocks if not soft]
         if hard:
-            return hard[0]
+            return self._waits(hard[0])
         if self._probe is None:
             # every gate in the way is learned: past all of them, one create at a time (if they were learned
             # together from one 429 they are tried together; a wrong probe costs one 429)
@@ -503,12 +495,11 @@ class Admission:
             if now >= ready_at:
                 return self._offer_probe(blocks[0][0])
             blocked = blocks[0][0]
-            reason = blocked.reason
-            if blocked.quota not in self._sure:
-                how = "held by others" if blocked.quota in self._under_others else "guess"
-                reason = f"{reason} ({how}; probe after {_utc(ready_at)} UTC)"
+            wait = blocked.wait
+            if blocked.quota not in self._sure and wait is not None:
+                wait = replace(wait, probe_at=ready_at)
             retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
-            blocks[0] = (Decision(False, reason, blocked.quota, retry_at), True)
+            blocks[0] = (Decision(False, wait, blocked.quota, retry_at), True)
             suspect = self._suspect
             if (suspect is not None and not suspect.window_probed
                     and all(d.quota in _HOLDING for d, _ in blocks)):
@@ -519,13 +510,26 @@ class Admission:
                 room_at = window[count - suspect.count] + WINDOW  # when the window has room again
                 blocked = blocks[0][0]
                 if blocked.retry_at is None or room_at < blocked.retry_at:
-                    return Decision(False, blocked.reason, blocked.quota, room_at)
-        return blocks[0][0]
+                    return self._waits(Decision(False, blocked.wait, blocked.quota, room_at))
+        return self._waits(blocks[0][0])
+
+    def _waits(self, decision: Decision) -> Decision:
+        """Remember the wait of the last decision (the countdown and the progress line show it)."""
+        self._wait = None if decision.admit else decision.wait
+        return decision
+
+    def _limit_wait(self, quota: Quota, used: int, limit: int, learned: bool) -> Wait:
+        """A wait on a limit: set by the user, or learned (how sure, when)."""
+        if not learned:
+            return Wait("limit", quota, used=used, limit=limit, confidence="set")
+        how = "sure" if quota in self._sure else "held by others" if quota in self._under_others else "guess"
+        return Wait("limit", quota, used=used, limit=limit, confidence=how, learned_at=self._learned_at.get(quota))
 
     def _offer_probe(self, blocked: Decision) -> Decision:
-        assert blocked.quota is not None
+        assert blocked.quota is not None and blocked.wait is not None
         self._offer = blocked.quota
-        return Decision(True, f"probing {_SHORT_QUOTA[blocked.quota]} ({blocked.reason})", blocked.quota)
+        self._wait = None
+        return Decision(True, replace(blocked.wait, kind="probing", probe_at=None), blocked.quota)
 
     def _probe_ready_at(self, quota: Quota | None) -> float:
         """When a learned limit may be tried one create higher: once its quiet period passed, short while it is
@@ -594,24 +598,18 @@ class Admission:
         """Whether a learned limit is held as sure (else a guess, probed upward)."""
         return quota in self._sure
 
-    def belief(self, now: float) -> str:
-        """What admission believes of the limits and why, in a line: "tokens ~880k (guess, 14:02 UTC, probing)"."""
-        parts = []
+    def beliefs(self) -> tuple[Belief, ...]:
+        """What admission believes of each learned limit and why (rendered by `wait_text.belief_text`)."""
+        out = []
         for quota in _PRIOR:
             value = self._limit(quota)
             if value is None:
                 continue
-            shown = format_tokens(value) if quota is Quota.ENQUEUED_TOKENS else str(value)
             how = ("sure" if quota in self._sure else "held by others" if quota in self._under_others
                    else "guess")
-            at = self._learned_at.get(quota)
-            notes = [how, f"{_utc(at)} UTC" if at is not None else "from the checkpoint"]
-            if self._probe is not None and self._probe[0] is quota:
-                notes.append("probing")
-            parts.append(f"{_SHORT_QUOTA[quota]} ~{shown} ({', '.join(notes)})")
-        if self._others_active:
-            parts.append(f"{self._others_active} other jobs on the account")
-        return "; ".join(parts) if parts else "no limit learned"
+            probing = self._probe is not None and self._probe[0] is quota
+            out.append(Belief(quota, value, how, self._learned_at.get(quota), probing))
+        return tuple(out)
 
     def figures(self, now: float) -> AdmissionFigures:
         """Everything the countdown pane shows."""
@@ -627,7 +625,8 @@ class Admission:
             cool_down_quota=self.cool_down_quota,
             rate_limited_total=self._rate_limited_total,
             other_jobs=self._others_active,
-            belief=self.belief(now),
+            beliefs=self.beliefs(),
+            wait=self._wait,
         )
 
     def learned(self) -> dict[str, float | int]:

@@ -8,6 +8,7 @@ import pytest
 from gembatch.core.admission import ADMIT, Admission, format_tokens
 from gembatch.core.config import AdmissionSettings
 from gembatch.core.events import Quota
+from gembatch.core.wait_text import wait_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,8 +37,14 @@ def refuse(adm: Admission, batch_id: str, tokens: int, now: float, quota: Quota,
     return adm.rate_limited(quota, retry_delay, tokens, now)
 
 
+def said(decision: object) -> str | None:
+    """What a decision's wait says, rendered as the screen shows it."""
+    wait = getattr(decision, "wait", None)
+    return wait_text(wait) if wait is not None else None
+
+
 def clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + " UTC"
 
 
 # ---- the gates -------------------------------------------------------------------------------------
@@ -54,7 +61,7 @@ def test_concurrent_cap_from_settings() -> None:
     run_job(adm, "b", 10, T0)
     decision = adm.decide(10, T0)
     assert not decision.admit
-    assert decision.reason == "concurrent cap 2/2"
+    assert said(decision) == "concurrent cap 2/2"
     assert decision.quota is Quota.CONCURRENT_JOBS
     assert decision.retry_at is None  # a job must end
     adm.job_ended("a")
@@ -66,7 +73,7 @@ def test_token_budget_from_settings_is_a_hard_gate() -> None:
     run_job(adm, "a", 2_900_000, T0)
     decision = adm.decide(150_000, T0)
     assert not decision.admit
-    assert decision.reason == "token budget 2.9M/3.0M + 150k"
+    assert said(decision) == "token budget 2.9M/3.0M + 150k"
     assert decision.quota is Quota.ENQUEUED_TOKENS
     assert decision.retry_at is None
     assert adm.decide(100_000, T0).admit  # exactly fills the budget
@@ -87,7 +94,7 @@ def test_creates_per_minute_sliding_window() -> None:
         run_job(adm, f"j{i}", 1, at)
     decision = adm.decide(1, T0 + 30)
     assert not decision.admit
-    assert decision.reason == "creates/min 3/3"
+    assert said(decision) == "creates/min 3/3"
     assert decision.quota is Quota.CREATES_PER_MINUTE
     assert decision.retry_at == T0 + 60  # the oldest create leaves the window then
     assert not adm.decide(1, T0 + 59.9).admit
@@ -100,7 +107,7 @@ def test_cool_down_blocks_everything_until_its_deadline() -> None:
     assert until == T0 + 25
     decision = adm.decide(10, T0 + 10)
     assert not decision.admit
-    assert decision.reason == f"cooling (creates/min) to {clock(T0 + 25)}"
+    assert said(decision) == f"cooling (creates/min) to {clock(T0 + 25)}"
     assert decision.quota is Quota.CREATES_PER_MINUTE
     assert decision.retry_at == T0 + 25
     assert adm.cool_down_until == T0 + 25 and adm.cool_down_quota is Quota.CREATES_PER_MINUTE
@@ -175,7 +182,7 @@ def test_concurrent_jobs_429_learns_the_cap() -> None:
     assert adm.learned()["max_jobs"] == 2
     adm.decide(1, T0 + 60)
     decision = adm.decide(1, T0 + 60)
-    assert not decision.admit and decision.reason == "concurrent cap 2/2"
+    assert not decision.admit and said(decision) == "concurrent cap 2/2"
     adm.job_ended("a")
     assert adm.decide(1, T0 + 61).admit
 
@@ -197,7 +204,7 @@ def test_creates_per_minute_429_learns_the_accepted_creates_of_the_last_minute()
     assert adm.creates_per_minute == 4  # the refused create does not count
     assert adm.learned()["creates_per_minute"] == 4
     decision = adm.decide(1, T0 + 10)
-    assert not decision.admit and decision.reason == "creates/min 4/4" and decision.retry_at == T0 + 60
+    assert not decision.admit and said(decision) == "creates/min 4/4" and decision.retry_at == T0 + 60
     adm.job_ended("j0")
     assert not adm.decide(1, T0 + 10).admit  # a job ending does not help this quota
     assert adm.decide(1, T0 + 60).admit
@@ -355,7 +362,7 @@ def test_an_admitted_create_never_exceeds_a_set_budget_while_jobs_are_in_flight(
             case ("create", tokens, accepted):
                 decision = adm.decide(tokens, now)
                 if not decision.admit:
-                    assert decision.reason
+                    assert decision.wait is not None and said(decision)
                     continue
                 if in_flight:
                     assert sum(in_flight.values()) + tokens <= budget
@@ -462,7 +469,7 @@ def test_a_guess_freed_by_time_alone_was_the_creates_window() -> None:
     blocked = adm.decide(M, T0 + 10)
     assert not blocked.admit  # the job cap and the budget of the guess hold
     window_probe = adm.decide(M, T0 + 61)  # the first create has left the window: one create tells
-    assert window_probe.admit and window_probe.reason and window_probe.reason.startswith("probing")
+    assert window_probe.admit and said(window_probe) and said(window_probe).startswith("probing")
     run_job(adm, "y", M, T0 + 61)  # accepted, and no job of ours ended: time freed it
     assert adm.creates_per_minute == 3
     assert adm.max_jobs == 100 and adm.token_budget is None  # the guessed holding limits are put back
@@ -577,7 +584,7 @@ def test_other_jobs_creates_count_in_the_window() -> None:
     adm.others_seen({}, [T0 - 5, T0 - 4], T0)
     run_job(adm, "a", 1, T0)
     blocked = adm.decide(1, T0 + 1)
-    assert not blocked.admit and blocked.reason == "creates/min 3/3" and blocked.retry_at == T0 - 5 + 60
+    assert not blocked.admit and said(blocked) == "creates/min 3/3" and blocked.retry_at == T0 - 5 + 60
 
 
 def test_a_loaded_limit_is_a_starting_point_not_a_ceiling() -> None:
