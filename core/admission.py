@@ -487,11 +487,16 @@ class Admission:
             return self._waits(hard[0])
         if self._probe is None:
             # every gate in the way is learned: past all of them, one create at a time (if they were learned
-            # together from one 429 they are tried together; a wrong probe costs one 429)
-            ready_at = max(self._probe_ready_at(d.quota) for d, _ in blocks)
-            if len(blocks) > 1:  # past several gates a probe cannot tell them apart: only a risen tier shows
-                last = max((self._last_refused.get(d.quota, 0.0) for d, _ in blocks if d.quota), default=0.0)
-                ready_at = max(ready_at, last + self.settings.probe_after_seconds if last else 0.0)
+            # together from one 429 they are tried together; a wrong probe costs one 429 and doubles the quiet
+            # period of them all, so a pair that alike jobs cannot tell apart is still tried as the tier may rise)
+            doublings = max(self._wrong_probes.get(d.quota, 0) for d, _ in blocks if d.quota)
+            ready_at = max(self._probe_ready_at(d.quota, doublings) for d, _ in blocks)
+            suspect = self._suspect
+            window_suspected = (suspect is not None and not suspect.window_probed
+                                and all(d.quota in _HOLDING for d, _ in blocks))
+            if window_suspected and suspect is not None and count < suspect.count:
+                suspect.window_probed = True  # was it the window? one create tells, at most one 429
+                return self._offer_probe(blocks[0][0])
             if now >= ready_at:
                 return self._offer_probe(blocks[0][0])
             blocked = blocks[0][0]
@@ -500,12 +505,7 @@ class Admission:
                 wait = replace(wait, probe_at=ready_at)
             retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
             blocks[0] = (Decision(False, wait, blocked.quota, retry_at), True)
-            suspect = self._suspect
-            if (suspect is not None and not suspect.window_probed
-                    and all(d.quota in _HOLDING for d, _ in blocks)):
-                if count < suspect.count:
-                    suspect.window_probed = True  # was it the window? one create tells, at most one 429
-                    return self._offer_probe(blocks[0][0])
+            if window_suspected and suspect is not None:
                 window = sorted([*self._sent, *self._others_recent])
                 room_at = window[count - suspect.count] + WINDOW  # when the window has room again
                 blocked = blocks[0][0]
@@ -531,7 +531,7 @@ class Admission:
         self._wait = None
         return Decision(True, replace(blocked.wait, kind="probing", probe_at=None), blocked.quota)
 
-    def _probe_ready_at(self, quota: Quota | None) -> float:
+    def _probe_ready_at(self, quota: Quota | None, doublings: int = 0) -> float:
         """When a learned limit may be tried one create higher: once its quiet period passed, short while it is
         a guess (doubling per wrong probe), `probe_after_seconds` when sure or learned under other jobs that
         have not ended yet."""
@@ -542,7 +542,7 @@ class Admission:
         if quota in self._sure or quota in self._under_others:
             quiet = self.settings.probe_after_seconds
         else:
-            doublings = min(self._wrong_probes.get(quota, 0), _MAX_DOUBLINGS)
+            doublings = min(max(doublings, self._wrong_probes.get(quota, 0)), _MAX_DOUBLINGS)
             quiet = min(self.settings.cool_down_seconds * 2**doublings, self.settings.probe_after_seconds)
         return last + quiet
 

@@ -466,8 +466,8 @@ def test_a_guess_freed_by_time_alone_was_the_creates_window() -> None:
         run_job(adm, f"j{i}", M, T0 + i)
     refuse(adm, "x", M, T0 + 3, Quota.UNKNOWN)  # guessed: 3 jobs / 3M / 3 creates
     assert adm.max_jobs == 3
-    blocked = adm.decide(M, T0 + 10)
-    assert not blocked.admit  # the job cap and the budget of the guess hold
+    blocked = adm.decide(M, T0 + 3.5)
+    assert not blocked.admit  # cooling down
     window_probe = adm.decide(M, T0 + 61)  # the first create has left the window: one create tells
     assert window_probe.admit and said(window_probe) and said(window_probe).startswith("probing")
     run_job(adm, "y", M, T0 + 61)  # accepted, and no job of ours ended: time freed it
@@ -486,7 +486,8 @@ def test_a_refused_window_probe_keeps_the_holding_guess_and_costs_one_429() -> N
     verdict = adm.last_verdict
     assert verdict is not None and Quota.CREATES_PER_MINUTE not in verdict.quotas
     assert adm.max_jobs == 3
-    assert not adm.decide(M, T0 + 200).admit  # no second window probe: the jobs must end (or a single gate)
+    assert not adm.decide(M, T0 + 62).admit  # no second window probe: the jobs must end, or the pair's probe
+    assert adm.decide(M, T0 + 61 + 2).admit  # which, after one wrong probe, waits twice the cool-down
 
 
 def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
@@ -521,6 +522,25 @@ def test_a_guessed_limit_is_probed_one_create_at_a_time_and_a_wrong_probe_costs_
     assert adm.last_verdict.confidence == "guess"  # the creates window could explain it too
     assert not adm.decide(50, T0 + 22).admit  # the next probe waits twice as long (20 s)
     assert adm.decide(50, T0 + 31).admit
+
+
+def test_a_guessed_cap_and_budget_that_alike_jobs_cannot_tell_apart_are_probed_after_the_cool_down() -> None:
+    """One 429 with alike jobs fits the job cap and the budget alike: the pair is tried one create higher after
+    the cool-down (doubling per wrong probe), not held for `probe_after_seconds` (a cap of 3 held for 15 min)."""
+    adm = make(cool_down_seconds=10, probe_after_seconds=900)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0 - 100)  # out of the creates window: only the cap or the budget fits
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)
+    assert adm.max_jobs == 3 and adm.token_budget == 300
+    assert not adm.decide(100, T0 + 5).admit
+    probe = adm.decide(100, T0 + 11)
+    assert probe.admit and probe.wait is not None and probe.wait.kind == "probing"
+    run_job(adm, "e", 100, T0 + 11)  # the server takes a fourth job: the guess was low
+    assert adm.max_jobs == 4 and adm.token_budget == 400
+    assert adm.decide(100, T0 + 12).admit  # still a guess: the next probe
+    refuse(adm, "f", 100, T0 + 12, Quota.UNKNOWN)  # refused: one 429, and the quiet doubles
+    assert not adm.decide(100, T0 + 12 + 19).admit
+    assert adm.decide(100, T0 + 12 + 20).admit
 
 
 def test_an_accepted_probe_raises_the_limit() -> None:

@@ -51,10 +51,15 @@ def test_a_wait_on_a_guessed_limit_says_it_is_a_guess() -> None:
     adm.create_sent(T0 + 1)
     adm.job_ended("d")
     adm.rate_limited(Quota.UNKNOWN, None, 100, T0 + 1)
-    decision = adm.decide(100, T0 + 20)
+    adm.job_ended("a")  # the cool-down ends with a job of ours; a smaller job meets only the guessed cap
+    for name in ("e",):
+        adm.job_started(name, 50)
+        adm.create_sent(T0 + 3)
+        adm.create_accepted(name, 50, T0 + 3)
+    decision = adm.decide(50, T0 + 5)
     assert not decision.admit and decision.wait is not None
     assert wait_text(decision.wait) == "concurrent cap 3/3 (guess; probe after 15:14 UTC)".replace(
-        "15:14", time.strftime("%H:%M", time.gmtime(T0 + 1 + 900)))
+        "15:14", time.strftime("%H:%M", time.gmtime(T0 + 1 + 10)))
 
 
 @pytest.fixture
