@@ -260,14 +260,17 @@ class Admission:
             if accepted_at > started_at:
                 keep.append((accepted_at, held, tokens))
                 continue
-            if not held <= self._jobs.keys():
-                continue  # one of them ended: it may have ended before the accept
+            # a job of these that has ended since may have ended before the accept: those still unended now
+            # were held by the server at that moment for sure
+            still = held & self._jobs.keys()
+            if still != held:
+                tokens = sum(self._jobs[b] for b in still)
             self._accepted_tokens = max(self._accepted_tokens, tokens)
-            self._accepted_jobs = max(self._accepted_jobs, len(held))
+            self._accepted_jobs = max(self._accepted_jobs, len(still))
             if self._budget is not None and tokens > self._budget:
                 self._budget = tokens
-            if self._max_jobs is not None and len(held) > self._max_jobs:
-                self._max_jobs = len(held)
+            if self._max_jobs is not None and len(still) > self._max_jobs:
+                self._max_jobs = len(still)
         self._unconfirmed = keep
         suspect = self._suspect
         if suspect is not None and suspect.accepted_at is not None and suspect.accepted_at <= started_at:

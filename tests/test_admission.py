@@ -543,6 +543,23 @@ def test_a_guessed_cap_and_budget_that_alike_jobs_cannot_tell_apart_are_probed_a
     assert adm.decide(100, T0 + 12 + 20).admit
 
 
+def test_accepted_probes_raise_the_limit_by_what_the_next_poll_proves_even_when_a_job_ended_meanwhile() -> None:
+    """With jobs ending all the time (a long run), a poll rarely finds every job held at an accept unended: the
+    ones it finds unended were held by the server then for sure, and they prove the risen limit (a tier rise)."""
+    adm = make(cool_down_seconds=10)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0 - 100)
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)  # guess: cap 3, budget 300
+    for name, at in (("e", T0 + 11), ("f", T0 + 12)):  # two probes accepted, one after the other
+        assert adm.decide(100, at).admit
+        adm.job_started(name, 100)
+        adm.create_sent(at)
+        adm.create_accepted(name, 100, at)
+    adm.job_ended("a")  # the next poll sees a ended: it may have ended before either accept
+    adm.poll_seen(T0 + 13)
+    assert adm.max_jobs == 4 and adm.token_budget == 400  # b, c, e and f were held at f's accept
+
+
 def test_an_accepted_probe_raises_the_limit() -> None:
     adm = make(cool_down_seconds=10)
     for name in ("a", "b", "c"):
