@@ -62,7 +62,7 @@ from _common import (
 from gembatch.core.config import AdmissionSettings, Settings
 from gembatch.core.emulator.emulator import Emulator
 from gembatch.core.emulator.settings import EmulatorSettings
-from gembatch.core.events import BatchChanged, CoolDownStarted, Event
+from gembatch.core.events import BatchChanged, CoolDownStarted, Event, LogLine
 from gembatch.core.gateway import Gateway
 from gembatch.core.headless import build_engine
 from gembatch.core.model import Stage
@@ -413,6 +413,8 @@ def killed_and_restarted(s: Scenario, root: Path, base_url: str,
         subprocess.run(args, stdout=subprocess.DEVNULL, check=False)
     elapsed = time.monotonic() - started
     out = json.loads((root / "child.json").read_text())
+    for line in out["verdicts"]:
+        print(f"  after the restart, {line}", flush=True)
     return elapsed, out["code"], out["learned"], kills
 
 
@@ -423,8 +425,11 @@ def child_main(spec: str) -> int:
     admission_module.WINDOW = config["window"]
     root = Path(config["root"])
     settings = scaled_engine_settings(root, config["base_url"], config["poll_interval"])
-    _, code, _, learned = asyncio.run(run_engine(settings))
-    (root / "child.json").write_text(json.dumps({"code": code, "learned": learned}))
+    _, code, events, learned = asyncio.run(run_engine(settings))
+    start = events[0].at
+    verdicts = [f"{e.at - start:.2f} s: {e.message}" for e in events
+                if isinstance(e, LogLine) and e.message.startswith("429 read as")]
+    (root / "child.json").write_text(json.dumps({"code": code, "learned": learned, "verdicts": verdicts}))
     return code
 
 
