@@ -493,13 +493,18 @@ class Admission:
             # together from one 429 they are tried together; a wrong probe costs one 429 and doubles the quiet
             # period of them all, so a pair that alike jobs cannot tell apart is still tried as the tier may rise)
             doublings = max(self._wrong_probes.get(d.quota, 0) for d, _ in blocks if d.quota)
+            doublings += len(blocks) > 1  # a pair is less likely wrong than a lone guess: it waits twice as long
             ready_at = max(self._probe_ready_at(d.quota, doublings) for d, _ in blocks)
             suspect = self._suspect
             window_suspected = (suspect is not None and not suspect.window_probed
                                 and all(d.quota in _HOLDING for d, _ in blocks))
-            if window_suspected and suspect is not None and count < suspect.count:
-                suspect.window_probed = True  # was it the window? one create tells, at most one 429
-                return self._offer_probe(blocks[0][0])
+            if window_suspected and suspect is not None:
+                if count < suspect.count:
+                    suspect.window_probed = True  # was it the window? one create tells, at most one 429
+                    return self._offer_probe(blocks[0][0])
+                if len(blocks) > 1:  # a pair that alike jobs cannot tell apart: the window's create goes first
+                    window = sorted([*self._sent, *self._others_recent])
+                    ready_at = max(ready_at, window[count - suspect.count] + WINDOW)
             if now >= ready_at:
                 return self._offer_probe(blocks[0][0])
             blocked = blocks[0][0]

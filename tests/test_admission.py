@@ -486,8 +486,8 @@ def test_a_refused_window_probe_keeps_the_holding_guess_and_costs_one_429() -> N
     verdict = adm.last_verdict
     assert verdict is not None and Quota.CREATES_PER_MINUTE not in verdict.quotas
     assert adm.max_jobs == 3
-    assert not adm.decide(M, T0 + 62).admit  # no second window probe: the jobs must end, or the pair's probe
-    assert adm.decide(M, T0 + 61 + 2).admit  # which, after one wrong probe, waits twice the cool-down
+    assert not adm.decide(M, T0 + 61 + 3).admit  # no second window probe: the jobs must end, or the pair's probe
+    assert adm.decide(M, T0 + 61 + 4).admit  # which waits twice the cool-down, doubled by the wrong probe
 
 
 def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
@@ -526,21 +526,21 @@ def test_a_guessed_limit_is_probed_one_create_at_a_time_and_a_wrong_probe_costs_
 
 def test_a_guessed_cap_and_budget_that_alike_jobs_cannot_tell_apart_are_probed_after_the_cool_down() -> None:
     """One 429 with alike jobs fits the job cap and the budget alike: the pair is tried one create higher after
-    the cool-down (doubling per wrong probe), not held for `probe_after_seconds` (a cap of 3 held for 15 min)."""
+    twice the cool-down (doubling per wrong probe), not held for `probe_after_seconds` (a cap of 3 held 15 min)."""
     adm = make(cool_down_seconds=10, probe_after_seconds=900)
     for name in ("a", "b", "c"):
         run_job(adm, name, 100, T0 - 100)  # out of the creates window: only the cap or the budget fits
     refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)
     assert adm.max_jobs == 3 and adm.token_budget == 300
-    assert not adm.decide(100, T0 + 5).admit
-    probe = adm.decide(100, T0 + 11)
+    assert not adm.decide(100, T0 + 20).admit
+    probe = adm.decide(100, T0 + 21)
     assert probe.admit and probe.wait is not None and probe.wait.kind == "probing"
-    run_job(adm, "e", 100, T0 + 11)  # the server takes a fourth job: the guess was low
+    run_job(adm, "e", 100, T0 + 21)  # the server takes a fourth job: the guess was low
     assert adm.max_jobs == 4 and adm.token_budget == 400
-    assert adm.decide(100, T0 + 12).admit  # still a guess: the next probe
-    refuse(adm, "f", 100, T0 + 12, Quota.UNKNOWN)  # refused: one 429, and the quiet doubles
-    assert not adm.decide(100, T0 + 12 + 19).admit
-    assert adm.decide(100, T0 + 12 + 20).admit
+    assert adm.decide(100, T0 + 22).admit  # still a guess: the next probe
+    refuse(adm, "f", 100, T0 + 22, Quota.UNKNOWN)  # refused: one 429, and the quiet doubles
+    assert not adm.decide(100, T0 + 22 + 39).admit
+    assert adm.decide(100, T0 + 22 + 40).admit
 
 
 def test_accepted_probes_raise_the_limit_by_what_the_next_poll_proves_even_when_a_job_ended_meanwhile() -> None:
@@ -550,13 +550,13 @@ def test_accepted_probes_raise_the_limit_by_what_the_next_poll_proves_even_when_
     for name in ("a", "b", "c"):
         run_job(adm, name, 100, T0 - 100)
     refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)  # guess: cap 3, budget 300
-    for name, at in (("e", T0 + 11), ("f", T0 + 12)):  # two probes accepted, one after the other
+    for name, at in (("e", T0 + 21), ("f", T0 + 22)):  # two probes accepted, one after the other
         assert adm.decide(100, at).admit
         adm.job_started(name, 100)
         adm.create_sent(at)
         adm.create_accepted(name, 100, at)
     adm.job_ended("a")  # the next poll sees a ended: it may have ended before either accept
-    adm.poll_seen(T0 + 13)
+    adm.poll_seen(T0 + 23)
     assert adm.max_jobs == 4 and adm.token_budget == 400  # b, c, e and f were held at f's accept
 
 
