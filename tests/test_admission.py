@@ -490,6 +490,51 @@ def test_a_refused_window_probe_keeps_the_holding_guess_and_costs_one_429() -> N
     assert adm.decide(M, T0 + 61 + 4).admit  # which waits twice the cool-down, doubled by the wrong probe
 
 
+def test_a_window_learned_later_keeps_a_guess_whose_429_came_with_the_window_not_full() -> None:
+    """The first 429 fits the cap, the budget and a window of 3; a later one shows the window is 6: the first
+    was not the window, so its guessed cap and budget stay (they used to go, and the run met them again)."""
+    adm = make(cool_down_seconds=100)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, M, T0)
+    refuse(adm, "d", M, T0 + 1, Quota.UNKNOWN)  # 3 jobs, 3M tokens, 3 creates in the window
+    assert adm.max_jobs == 3 and adm.token_budget == 3 * M
+    for name in ("a", "b", "c"):
+        adm.job_ended(name)
+    for name in ("e", "f", "g"):
+        run_job(adm, name, M, T0 + 3)
+    adm.job_ended("e")
+    refuse(adm, "h", M, T0 + 4, Quota.UNKNOWN)  # 2 jobs held, 6 creates in the window: only the window fits
+    assert adm.last_verdict is not None and adm.last_verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+    assert adm.creates_per_minute == 6
+    assert adm.max_jobs == 3 and adm.token_budget == 3 * M
+    assert adm.cool_down_until == T0 + 60  # a window read for sure: the wait ends when it has room, not at T0 + 104
+
+
+def test_a_full_window_below_a_guessed_budget_is_the_window_not_a_lower_budget() -> None:
+    """With the window full and fewer jobs held than a guessed cap and budget allow, a bare 429 is the window:
+    the guesses are not lowered to what is held now (in the benchmark they fell to 66 % of the limit). No poll
+    has confirmed what the server held, as in a busy run where some job always ends between two polls."""
+    adm = make()
+
+    def accepted(name: str, tokens: int, at: float) -> None:
+        adm.job_started(name, tokens)
+        adm.create_sent(at)
+        adm.create_accepted(name, tokens, at)
+
+    for name in ("a", "b", "c", "d"):
+        accepted(name, M, T0 - 100)
+    refuse(adm, "x", M, T0 - 99, Quota.UNKNOWN)  # guess: cap 4, budget 4M
+    assert adm.max_jobs == 4 and adm.token_budget == 4 * M
+    for name in ("a", "b"):
+        adm.job_ended(name)
+    for i in range(6):  # a burst of small jobs that end at once: the window holds 6, 2 jobs are held
+        accepted(f"w{i}", M // 4, T0 + i * 0.1)
+        adm.job_ended(f"w{i}")
+    refuse(adm, "y", M // 4, T0 + 1, Quota.UNKNOWN)
+    assert adm.last_verdict is not None and adm.last_verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+    assert adm.token_budget == 4 * M and adm.max_jobs == 4
+
+
 def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
     adm = make()
     refuse(adm, "a", M, T0, Quota.UNKNOWN)  # e.g. just after a restart, the server's window is full
