@@ -120,6 +120,7 @@ class Admission:
         self._unanswered: set[str] = set()  # creates sent whose job is not known to exist
         self._sent: deque[float] = deque()  # send times of creates in the last WINDOW seconds
         self._sent_for: str | None = None  # the batch whose create is the newest entry of `_sent`
+        self._restored: deque[float] = deque()  # creates before a restart, as late as they may have arrived
         learned = learned or {}
         self._budget = _positive_int(learned.get(LEARNED_TOKEN_BUDGET))
         self._max_jobs = _positive_int(learned.get(LEARNED_MAX_JOBS))
@@ -206,7 +207,8 @@ class Admission:
         """Creates this run made before a restart (checkpoint intents), so the window is right from the start."""
         self._expire(now)
         recent = sorted(t + _RESTORED_LATENESS for t in times if t + _RESTORED_LATENESS > now - WINDOW)
-        self._sent = deque(sorted([*self._sent, *(min(t, now) for t in recent)]))
+        # kept apart: they fill the window for the gates, but their times are upper bounds, no proof of a limit
+        self._restored = deque(sorted([*self._restored, *(min(t, now) for t in recent)]))
 
     def others_seen(self, states: dict[str, int], recent_creates: list[float], now: float) -> None:
         """What a batches.list walk saw of jobs that are not ours: unended ones by state, and their create times."""
@@ -243,7 +245,7 @@ class Admission:
         if self._probe is not None and self._probe[1] in (batch_id, None):
             self._wrong_probes.pop(self._probe[0], None)
             self._probe = None
-        creates = self._window_count()
+        creates = len(self._sent) + len(self._others_recent)  # what the server surely counted (restored left out)
         self._accepted_creates = max(self._accepted_creates, creates)
         if self._rate is not None and creates > self._rate:
             self._rate = creates
@@ -314,7 +316,7 @@ class Admission:
         longer than that frees nothing more."""
         if verdict.quotas != (Quota.CREATES_PER_MINUTE,) or verdict.confidence not in ("named", "sure"):
             return None
-        window = sorted([*self._sent, *self._others_recent])
+        window = self._window_times()
         return window[0] + WINDOW if window else None
 
     # ---- the 429's meaning ---------------------------------------------------------------------
@@ -478,7 +480,7 @@ class Admission:
         for limit, soft in ((self.settings.creates_per_minute, False), (self._rate, True)):
             if limit is not None and count >= limit:
                 limit_now = self.creates_per_minute or limit
-                ours = sorted([*self._sent, *self._others_recent])
+                ours = self._window_times()
                 retry_at = ours[count - limit_now] + WINDOW if count >= limit_now else None
                 wait = replace(self._limit_wait(Quota.CREATES_PER_MINUTE, count, limit_now, soft), until=retry_at)
                 blocks.append((Decision(False, wait, Quota.CREATES_PER_MINUTE, retry_at), soft))
@@ -503,7 +505,7 @@ class Admission:
                     suspect.window_probed = True  # was it the window? one create tells, at most one 429
                     return self._offer_probe(blocks[0][0])
                 if len(blocks) > 1:  # a pair that alike jobs cannot tell apart: the window's create goes first
-                    window = sorted([*self._sent, *self._others_recent])
+                    window = self._window_times()
                     ready_at = max(ready_at, window[count - suspect.count] + WINDOW)
             if now >= ready_at:
                 return self._offer_probe(blocks[0][0])
@@ -514,7 +516,7 @@ class Admission:
             retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
             blocks[0] = (Decision(False, wait, blocked.quota, retry_at), True)
             if window_suspected and suspect is not None:
-                window = sorted([*self._sent, *self._others_recent])
+                window = self._window_times()
                 room_at = window[count - suspect.count] + WINDOW  # when the window has room again
                 blocked = blocks[0][0]
                 if blocked.retry_at is None or room_at < blocked.retry_at:
@@ -627,7 +629,7 @@ class Admission:
             max_jobs=self.max_jobs or 0,
             tokens_enqueued=self._tokens,
             token_budget=self.token_budget,
-            creates_last_minute=len(self._sent),
+            creates_last_minute=len(self._sent) + len(self._restored),
             creates_per_minute=self.creates_per_minute,
             cool_down_until=self._cool_until,
             cool_down_quota=self.cool_down_quota,
@@ -662,11 +664,17 @@ class Admission:
 
     def _window_count(self) -> int:
         """Creates the server counts in its window: ours and, as the last poll saw them, other jobs'."""
-        return len(self._sent) + len(self._others_recent)
+        return len(self._sent) + len(self._restored) + len(self._others_recent)
+
+    def _window_times(self) -> list[float]:
+        """The creates in the window, oldest first: ours, ours from before a restart, and other jobs'."""
+        return sorted([*self._sent, *self._restored, *self._others_recent])
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW:
             self._sent.popleft()
+        while self._restored and self._restored[0] <= now - WINDOW:
+            self._restored.popleft()
         while self._others_recent and self._others_recent[0] <= now - WINDOW:
             self._others_recent.pop(0)
         if self._cool_until is not None and now >= self._cool_until:

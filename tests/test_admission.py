@@ -699,6 +699,19 @@ def test_restored_creates_fill_the_window_after_a_restart() -> None:
     assert adm.creates_per_minute == 5  # not 1
 
 
+def test_creates_restored_after_a_restart_fill_the_window_but_prove_no_higher_rate() -> None:
+    """A restored create's time is only an upper bound (it may have reached the server earlier and left its
+    window already): it holds the window for the gates, but an accept counted with it proves nothing. (The
+    restart benchmark learned 63 per window against a true 48, then read the window's 429s as nothing of ours.)"""
+    adm = Admission(AdmissionSettings(), learned={"creates_per_minute": 4})
+    adm.creates_restored([T0 - 30, T0 - 29], T0)
+    assert adm.figures(T0).creates_last_minute == 2
+    for i in range(3):  # the server takes 3 more: with the 2 restored that would be 5 in the window
+        run_job(adm, f"n{i}", 1, T0 + i)
+    assert adm.figures(T0 + 3).creates_last_minute == 5
+    assert adm.creates_per_minute == 4
+
+
 def test_a_bare_429_after_a_restart_with_the_window_full_is_not_one_per_minute() -> None:
     adm = make(cool_down_seconds=1)
     adm.creates_restored([T0 - 30 + i for i in range(5)], T0)
