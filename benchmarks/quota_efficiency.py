@@ -571,8 +571,8 @@ CASE_TITLES = {
 TARGETS = {"named": 1.05, "bare": 1.10, "others": 1.15}  # issue 12; the tier and restart cases have none
 
 
-def run_case(name: str, s: Scenario, over: dict[str, float], skip_naive: bool) -> dict:
-    """One case: its lower bound, the engine and (unless skipped) the naive script."""
+def run_case(name: str, s: Scenario, over: dict[str, float], skip_naive: bool, naive_from: dict | None = None) -> dict:
+    """One case: its lower bound, the engine and (unless skipped, or taken from an earlier run) the naive script."""
     schedule = greedy_schedule_with_others(s) if s.others or s.tier_at else greedy_schedule(s)
     bound = schedule[-1] + s.duration + over["upload"] + over["download"]
     with tempfile.TemporaryDirectory(prefix="gembatch-bench-quota-") as tmp:
@@ -585,8 +585,8 @@ def run_case(name: str, s: Scenario, over: dict[str, float], skip_naive: bool) -
     eng["per10"] = 10 * eng["after_each_learned"] / max(1, eng["sent_after_each_learned"])
     budget = eng["learned_budget"]
     eng["budget_share"] = budget / eng["limit"] if budget else None
-    naive = None
-    if not skip_naive:
+    naive = naive_from
+    if naive is None and not skip_naive:
         with tempfile.TemporaryDirectory(prefix="gembatch-bench-quota-") as tmp:
             naive = naive_run(s, Path(tmp))
     result = {"case": name, "bound": bound, "engine": eng, "naive": naive}
@@ -610,6 +610,8 @@ def main() -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--dump", type=Path, help="write the figures as JSON to this file")
     parser.add_argument("--before", type=Path, help="figures of an earlier run (--dump) to show beside these")
+    parser.add_argument("--naive-from", type=Path,
+                        help="the naive script's figures from an earlier run (--dump): the engine does not change it")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one engine run of the restart case
     args = parser.parse_args()
@@ -626,7 +628,9 @@ def main() -> int:
     print(f"scenario: {base.files} files, cap {base.cap} jobs, token limit {base.budget_jobs:g} jobs, {base.rate} "
           f"creates per {base.window:g} s window, jobs last {base.duration:g} s; upload {over['upload'] * 1000:.0f}"
           f" ms, download {over['download'] * 1000:.0f} ms", flush=True)
-    results = [run_case(name, dataclasses.replace(base, **CASES[name]), over, args.skip_naive)
+    naive_from = ({r["case"]: r["naive"] for r in json.loads(args.naive_from.read_text())}
+                  if args.naive_from else {})
+    results = [run_case(name, dataclasses.replace(base, **CASES[name]), over, args.skip_naive, naive_from.get(name))
                for name in args.cases.split(",")]
     if args.dump:
         args.dump.write_text(json.dumps(results, indent=1))
@@ -686,7 +690,9 @@ def main() -> int:
         "(the intent saved to disk, then the create answered); not a bound on every engine, it shows what the "
         "one-at-a-time create loop costs. \"Once learned\": 429s after each quota that refused us has done so "
         "once. \"Before\" is the engine at the start of this round's work (2844c22, same script, same machine); "
-        "the naive script does not depend on the engine.")
+        "the naive script does not depend on the engine"
+        + ("; its figures here are from a run of the same script minutes earlier (`--naive-from`)."
+           if args.naive_from else "."))
     update_doc("quota_efficiency", section_body("quota_efficiency", intro, table, summary))
     return 0
 
