@@ -12,13 +12,12 @@ the checkpoint is probed upward one create at a time (a wrong probe costs one 42
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .backend import JobState, Quota
-from .events import AdmissionFigures
+from .events import AdmissionFigures, Belief, Wait
 
 if TYPE_CHECKING:
     from .config import AdmissionSettings
@@ -46,10 +45,11 @@ _HOLDING = (Quota.ENQUEUED_TOKENS, Quota.CONCURRENT_JOBS)  # quotas that a job e
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a create may go now; if not, why, which quota, and when a retry makes sense (None: a job end)."""
+    """Whether a create may go now; if not, why (`wait`, figures to render), which quota, and when a retry makes
+    sense (None: a job end). An admitted probe carries the wait it goes past."""
 
     admit: bool
-    reason: str | None = None
+    wait: Wait | None = None
     quota: Quota | None = None
     retry_at: float | None = None
 
@@ -66,7 +66,7 @@ class Verdict:
     why: str
 
 
-_SHORT_QUOTA = {  # fits the uploads pane at 80 columns
+_SHORT_QUOTA = {  # for the log lines of a 429's verdict
     Quota.ENQUEUED_TOKENS: "tokens",
     Quota.CONCURRENT_JOBS: "job cap",
     Quota.CREATES_PER_MINUTE: "creates/min",
@@ -85,14 +85,6 @@ def format_tokens(tokens: int) -> str:
     if tokens >= 1000:
         return f"{tokens / 1000:.1f}k"
     return str(tokens)
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
-
-
-def _utc(at: float) -> str:
-    return time.strftime("%H:%M", time.gmtime(at))
 
 
 def _positive_int(value: object) -> int | None:
@@ -129,6 +121,7 @@ class Admission:
         self._unanswered: set[str] = set()  # creates sent whose job is not known to exist
         self._sent: deque[float] = deque()  # send times of creates in the last WINDOW seconds
         self._sent_for: str | None = None  # the batch whose create is the newest entry of `_sent`
+        self._restored: deque[float] = deque()  # creates before a restart, as late as they may have arrived
         learned = learned or {}
         self._budget = _positive_int(learned.get(LEARNED_TOKEN_BUDGET))
         self._max_jobs = _positive_int(learned.get(LEARNED_MAX_JOBS))
@@ -142,6 +135,7 @@ class Admission:
         self._learned_at: dict[Quota, float] = {}
         self._under_others: dict[Quota, int] = {}  # quota -> other jobs active when it was learned
         self._guessed_with: dict[Quota, frozenset[Quota]] = {}  # a guessed limit -> the quotas its 429 fitted
+        self._guessed_window: dict[Quota, int] = {}  # a guessed limit -> creates in the window at its 429
         self._last_refused: dict[Quota, float] = {}  # the last 429 put on each quota
         self._wrong_probes: dict[Quota, int] = {}  # probes refused in a row: the quiet period doubles
         self._offer: Quota | None = None  # the last `decide` admitted a probe of this quota
@@ -149,6 +143,7 @@ class Admission:
         self._suspect: _Suspect | None = None
         self._unconfirmed: list[tuple[float, frozenset[str], int]] = []  # (accepted at, jobs held, their tokens)
         self._verdict: Verdict | None = None
+        self._wait: Wait | None = None  # why the last `decide` said no
         self._others_active = 0
         self._others_states: dict[JobState, int] = {}
         self._others_recent: list[float] = []  # create times of other jobs within the window
@@ -213,7 +208,8 @@ class Admission:
         """Creates this run made before a restart (checkpoint intents), so the window is right from the start."""
         self._expire(now)
         recent = sorted(t + _RESTORED_LATENESS for t in times if t + _RESTORED_LATENESS > now - WINDOW)
-        self._sent = deque(sorted([*self._sent, *(min(t, now) for t in recent)]))
+        # kept apart: they fill the window for the gates, but their times are upper bounds, no proof of a limit
+        self._restored = deque(sorted([*self._restored, *(min(t, now) for t in recent)]))
 
     def others_seen(self, states: dict[JobState, int], recent_creates: list[float], now: float) -> None:
         """What a batches.list walk saw of jobs that are not ours: unended ones by state, and their create times."""
@@ -250,7 +246,7 @@ class Admission:
         if self._probe is not None and self._probe[1] in (batch_id, None):
             self._wrong_probes.pop(self._probe[0], None)
             self._probe = None
-        creates = self._window_count()
+        creates = len(self._sent) + len(self._others_recent)  # what the server surely counted (restored left out)
         self._accepted_creates = max(self._accepted_creates, creates)
         if self._rate is not None and creates > self._rate:
             self._rate = creates
@@ -267,14 +263,17 @@ class Admission:
             if accepted_at > started_at:
                 keep.append((accepted_at, held, tokens))
                 continue
-            if not held <= self._jobs.keys():
-                continue  # one of them ended: it may have ended before the accept
+            # a job of these that has ended since may have ended before the accept: those still unended now
+            # were held by the server at that moment for sure
+            still = held & self._jobs.keys()
+            if still != held:
+                tokens = sum(self._jobs[b] for b in still)
             self._accepted_tokens = max(self._accepted_tokens, tokens)
-            self._accepted_jobs = max(self._accepted_jobs, len(held))
+            self._accepted_jobs = max(self._accepted_jobs, len(still))
             if self._budget is not None and tokens > self._budget:
                 self._budget = tokens
-            if self._max_jobs is not None and len(held) > self._max_jobs:
-                self._max_jobs = len(held)
+            if self._max_jobs is not None and len(still) > self._max_jobs:
+                self._max_jobs = len(still)
         self._unconfirmed = keep
         suspect = self._suspect
         if suspect is not None and suspect.accepted_at is not None and suspect.accepted_at <= started_at:
@@ -304,11 +303,22 @@ class Admission:
         else:
             doublings = min(self._strikes - 1, _MAX_DOUBLINGS)
             delay = min(self.settings.cool_down_seconds * 2**doublings, self.settings.cool_down_max_seconds)
+        window_free = self._window_free_at(verdict)
+        if window_free is not None and retry_delay is None:
+            delay = min(delay, max(0.0, window_free - now))
         self._cool_until = now + delay
         # a bare 429 shows as the most likely quota (the belief says how sure)
         self._cool_quota = quota if quota is not Quota.UNKNOWN or not verdict.quotas else verdict.quotas[0]
         self._cool_ends_with_job = ends_with_job
         return self._cool_until
+
+    def _window_free_at(self, verdict: Verdict) -> float | None:
+        """When the creates window has room again, if the window is all that refused us (named or sure): waiting
+        longer than that frees nothing more."""
+        if verdict.quotas != (Quota.CREATES_PER_MINUTE,) or verdict.confidence not in ("named", "sure"):
+            return None
+        window = self._window_times()
+        return window[0] + WINDOW if window else None
 
     # ---- the 429's meaning ---------------------------------------------------------------------
 
@@ -340,6 +350,10 @@ class Admission:
         for q in _PRIOR:  # a sure limit far from binding did not fire
             if q in self._sure and q not in binding and not (others and q in _HOLDING):
                 plausible[q] = False
+        if plausible[Quota.CREATES_PER_MINUTE] and not others:
+            for q in _HOLDING:  # nor did a guessed one we are below, when a full window explains the 429
+                if self._limit(q) is not None and q not in binding:
+                    plausible[q] = False
         order = ([probed] if probed is not None else []) + binding + list(_PRIOR)
         candidates = tuple(dict.fromkeys(q for q in order if plausible[q]))
         if not candidates:
@@ -383,6 +397,7 @@ class Admission:
             else:
                 self._sure.discard(quota)
                 self._guessed_with[quota] = frozenset(verdict.quotas)
+                self._guessed_window[quota] = creates
             if self._others_active:
                 self._under_others[quota] = self._others_active
             else:
@@ -410,6 +425,9 @@ class Admission:
     def _drop_guesses_explained_by(self, quota: Quota) -> None:
         """`quota` is now known to be what fired: guesses made from 429s that it could explain go."""
         for other, fitted in list(self._guessed_with.items()):
+            if (quota is Quota.CREATES_PER_MINUTE and self._rate is not None
+                    and self._guessed_window.get(other, 0) < self._rate):
+                continue  # the window was not full at that 429: it was not the window
             if other is not quota and quota in fitted and other not in self._sure:
                 self._set_limit(other, None)
                 del self._guessed_with[other]
@@ -442,73 +460,89 @@ class Admission:
         if self._probe is not None and self._probe[1] not in self._jobs:
             self._probe = None  # its create never reached the server
         if self._cool_until is not None:
-            return Decision(False, f"cooling ({_SHORT_QUOTA[self._cool_quota]}) to {_clock(self._cool_until)}",
-                            self._cool_quota, self._cool_until)
+            return self._waits(Decision(False, Wait("cooling", self._cool_quota, until=self._cool_until),
+                                        self._cool_quota, self._cool_until))
         blocks: list[tuple[Decision, bool]] = []  # (why not, whether a learned limit that a probe may test)
         jobs = len(self._jobs)
         if jobs:  # with nothing of ours to wait for, let the server judge (a job above the budget never starves)
             setting = self.settings.max_concurrent_jobs if (self.settings.max_concurrent_jobs or 0) > 0 else None
             for limit, soft in ((setting, False), (self._max_jobs, True)):
                 if limit is not None and jobs >= limit:
-                    blocks.append((Decision(False, f"concurrent cap {jobs}/{self.max_jobs}",
-                                            Quota.CONCURRENT_JOBS), soft))
+                    wait = self._limit_wait(Quota.CONCURRENT_JOBS, jobs, self.max_jobs or limit, soft)
+                    blocks.append((Decision(False, wait, Quota.CONCURRENT_JOBS), soft))
                     break
             for limit, soft in ((self.settings.token_budget, False), (self._budget, True)):
                 if limit is not None and self._tokens + tokens > limit:
-                    budget = self.token_budget or limit
-                    reason = (f"token budget {format_tokens(self._tokens)}/{format_tokens(budget)}"
-                              f" + {format_tokens(tokens)}")
-                    blocks.append((Decision(False, reason, Quota.ENQUEUED_TOKENS), soft))
+                    wait = replace(self._limit_wait(Quota.ENQUEUED_TOKENS, self._tokens, self.token_budget or limit,
+                                                    soft), adding=tokens)
+                    blocks.append((Decision(False, wait, Quota.ENQUEUED_TOKENS), soft))
                     break
         count = self._window_count()
         for limit, soft in ((self.settings.creates_per_minute, False), (self._rate, True)):
             if limit is not None and count >= limit:
                 limit_now = self.creates_per_minute or limit
-                ours = sorted([*self._sent, *self._others_recent])
+                ours = self._window_times()
                 retry_at = ours[count - limit_now] + WINDOW if count >= limit_now else None
-                blocks.append((Decision(False, f"creates/min {count}/{limit_now}", Quota.CREATES_PER_MINUTE,
-                                        retry_at), soft))
+                wait = replace(self._limit_wait(Quota.CREATES_PER_MINUTE, count, limit_now, soft), until=retry_at)
+                blocks.append((Decision(False, wait, Quota.CREATES_PER_MINUTE, retry_at), soft))
                 break
         if not blocks:
-            return ADMIT
+            return self._waits(ADMIT)
         hard = [d for d, soft in blocks if not soft]
         if hard:
-            return hard[0]
+            return self._waits(hard[0])
         if self._probe is None:
             # every gate in the way is learned: past all of them, one create at a time (if they were learned
-            # together from one 429 they are tried together; a wrong probe costs one 429)
-            ready_at = max(self._probe_ready_at(d.quota) for d, _ in blocks)
-            if len(blocks) > 1:  # past several gates a probe cannot tell them apart: only a risen tier shows
-                last = max((self._last_refused.get(d.quota, 0.0) for d, _ in blocks if d.quota), default=0.0)
-                ready_at = max(ready_at, last + self.settings.probe_after_seconds if last else 0.0)
-            if now >= ready_at:
-                return self._offer_probe(blocks[0][0])
-            blocked = blocks[0][0]
-            reason = blocked.reason
-            if blocked.quota not in self._sure:
-                how = "held by others" if blocked.quota in self._under_others else "guess"
-                reason = f"{reason} ({how}; probe after {_utc(ready_at)} UTC)"
-            retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
-            blocks[0] = (Decision(False, reason, blocked.quota, retry_at), True)
+            # together from one 429 they are tried together; a wrong probe costs one 429 and doubles the quiet
+            # period of them all, so a pair that alike jobs cannot tell apart is still tried as the tier may rise)
+            doublings = max(self._wrong_probes.get(d.quota, 0) for d, _ in blocks if d.quota)
+            doublings += len(blocks) > 1  # a pair is less likely wrong than a lone guess: it waits twice as long
+            ready_at = max(self._probe_ready_at(d.quota, doublings) for d, _ in blocks)
             suspect = self._suspect
-            if (suspect is not None and not suspect.window_probed
-                    and all(d.quota in _HOLDING for d, _ in blocks)):
+            window_suspected = (suspect is not None and not suspect.window_probed
+                                and all(d.quota in _HOLDING for d, _ in blocks))
+            if window_suspected and suspect is not None:
                 if count < suspect.count:
                     suspect.window_probed = True  # was it the window? one create tells, at most one 429
                     return self._offer_probe(blocks[0][0])
-                window = sorted([*self._sent, *self._others_recent])
+                if len(blocks) > 1:  # a pair that alike jobs cannot tell apart: the window's create goes first
+                    window = self._window_times()
+                    ready_at = max(ready_at, window[count - suspect.count] + WINDOW)
+            if now >= ready_at:
+                return self._offer_probe(blocks[0][0])
+            blocked = blocks[0][0]
+            wait = blocked.wait
+            if blocked.quota not in self._sure and wait is not None:
+                wait = replace(wait, probe_at=ready_at)
+            retry_at = ready_at if blocked.retry_at is None or ready_at < blocked.retry_at else blocked.retry_at
+            blocks[0] = (Decision(False, wait, blocked.quota, retry_at), True)
+            if window_suspected and suspect is not None:
+                window = self._window_times()
                 room_at = window[count - suspect.count] + WINDOW  # when the window has room again
                 blocked = blocks[0][0]
                 if blocked.retry_at is None or room_at < blocked.retry_at:
-                    return Decision(False, blocked.reason, blocked.quota, room_at)
-        return blocks[0][0]
+                    return self._waits(Decision(False, blocked.wait, blocked.quota, room_at))
+        return self._waits(blocks[0][0])
+
+    def _waits(self, decision: Decision) -> Decision:
+        """Remember the wait of the last decision (the countdown and the progress line show it)."""
+        self._wait = None if decision.admit else decision.wait
+        return decision
+
+    def _limit_wait(self, quota: Quota, used: int, limit: int, learned: bool) -> Wait:
+        """A wait on a limit: set by the user, or learned (how sure, when)."""
+        if not learned:
+            return Wait("limit", quota, used=used, limit=limit, confidence="set")
+        how = "sure" if quota in self._sure else "held by others" if quota in self._under_others else "guess"
+        return Wait("limit", quota, used=used, limit=limit, confidence=how, learned_at=self._learned_at.get(quota))
 
     def _offer_probe(self, blocked: Decision) -> Decision:
-        assert blocked.quota is not None
+        assert blocked.quota is not None and blocked.wait is not None
         self._offer = blocked.quota
-        return Decision(True, f"probing {_SHORT_QUOTA[blocked.quota]} ({blocked.reason})", blocked.quota)
+        self._wait = None
+        return Decision(True, replace(blocked.wait, kind="probing", probe_at=None), blocked.quota)
 
-    def _probe_ready_at(self, quota: Quota | None) -> float:
+    def _probe_ready_at(self, quota: Quota | None, doublings: int = 0) -> float:
         """When a learned limit may be tried one create higher: once its quiet period passed, short while it is
         a guess (doubling per wrong probe), `probe_after_seconds` when sure or learned under other jobs that
         have not ended yet."""
@@ -519,7 +553,7 @@ class Admission:
         if quota in self._sure or quota in self._under_others:
             quiet = self.settings.probe_after_seconds
         else:
-            doublings = min(self._wrong_probes.get(quota, 0), _MAX_DOUBLINGS)
+            doublings = min(max(doublings, self._wrong_probes.get(quota, 0)), _MAX_DOUBLINGS)
             quiet = min(self.settings.cool_down_seconds * 2**doublings, self.settings.probe_after_seconds)
         return last + quiet
 
@@ -575,24 +609,18 @@ class Admission:
         """Whether a learned limit is held as sure (else a guess, probed upward)."""
         return quota in self._sure
 
-    def belief(self, now: float) -> str:
-        """What admission believes of the limits and why, in a line: "tokens ~880k (guess, 14:02 UTC, probing)"."""
-        parts = []
+    def beliefs(self) -> tuple[Belief, ...]:
+        """What admission believes of each learned limit and why (rendered by `wait_text.belief_text`)."""
+        out = []
         for quota in _PRIOR:
             value = self._limit(quota)
             if value is None:
                 continue
-            shown = format_tokens(value) if quota is Quota.ENQUEUED_TOKENS else str(value)
             how = ("sure" if quota in self._sure else "held by others" if quota in self._under_others
                    else "guess")
-            at = self._learned_at.get(quota)
-            notes = [how, f"{_utc(at)} UTC" if at is not None else "from the checkpoint"]
-            if self._probe is not None and self._probe[0] is quota:
-                notes.append("probing")
-            parts.append(f"{_SHORT_QUOTA[quota]} ~{shown} ({', '.join(notes)})")
-        if self._others_active:
-            parts.append(f"{self._others_active} other jobs on the account")
-        return "; ".join(parts) if parts else "no limit learned"
+            probing = self._probe is not None and self._probe[0] is quota
+            out.append(Belief(quota, value, how, self._learned_at.get(quota), probing))
+        return tuple(out)
 
     def figures(self, now: float) -> AdmissionFigures:
         """Everything the countdown pane shows."""
@@ -602,13 +630,14 @@ class Admission:
             max_jobs=self.max_jobs or 0,
             tokens_enqueued=self._tokens,
             token_budget=self.token_budget,
-            creates_last_minute=len(self._sent),
+            creates_last_minute=len(self._sent) + len(self._restored),
             creates_per_minute=self.creates_per_minute,
             cool_down_until=self._cool_until,
             cool_down_quota=self.cool_down_quota,
             rate_limited_total=self._rate_limited_total,
             other_jobs=self._others_active,
-            belief=self.belief(now),
+            beliefs=self.beliefs(),
+            wait=self._wait,
         )
 
     def learned(self) -> dict[str, float | int]:
@@ -636,11 +665,17 @@ class Admission:
 
     def _window_count(self) -> int:
         """Creates the server counts in its window: ours and, as the last poll saw them, other jobs'."""
-        return len(self._sent) + len(self._others_recent)
+        return len(self._sent) + len(self._restored) + len(self._others_recent)
+
+    def _window_times(self) -> list[float]:
+        """The creates in the window, oldest first: ours, ours from before a restart, and other jobs'."""
+        return sorted([*self._sent, *self._restored, *self._others_recent])
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW:
             self._sent.popleft()
+        while self._restored and self._restored[0] <= now - WINDOW:
+            self._restored.popleft()
         while self._others_recent and self._others_recent[0] <= now - WINDOW:
             self._others_recent.pop(0)
         if self._cool_until is not None and now >= self._cool_until:

@@ -70,6 +70,7 @@ from .poll_schedule import PollSchedule
 from .rebuild import all_jobs
 from .redact import redact
 from .results import check_results, key_results_by_order, saved_results
+from .wait_text import belief_text, wait_text
 
 log = logging.getLogger(__name__)
 
@@ -995,7 +996,7 @@ class Engine:
             if self._cooling is not None and self.admission.cool_down_until is None:
                 self._after_admission_change()
             if not decision.admit:
-                self._mark_waiting(decision.reason)
+                self._mark_waiting(wait_text(decision.wait) if decision.wait is not None else None)
                 await self._wait_change(self._wait_for(decision, now))
                 continue
             self._mark_waiting(None)  # creates flow again: no stale reason stays on the waiting uploads
@@ -1140,7 +1141,7 @@ class Engine:
         verdict = self.admission.last_verdict
         if verdict is not None:
             self._log(Level.INFO, f"429 read as {verdict.why} [{verdict.confidence}]; now: "
-                      f"{self.admission.belief(self.clock())}")
+                      f"{belief_text(self.admission.beliefs(), sum(self.admission.other_jobs.values()))}")
 
     def _create_not_yet(self, rec: BatchRecord, exc: Permanent) -> None:
         """400 FAILED_PRECONDITION: the upload is not ACTIVE yet. Not a failure of the batch: no job was made,

@@ -23,6 +23,38 @@ class Level(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Wait:
+    """Why a create waits, as figures (the presentation renders them, in UTC; `core/wait_text.py`).
+
+    kind: "cooling" (after a 429, until `until`), "limit" (`used` of `limit` reached; tokens: `adding` more would
+    pass it), "probing" (an admitted create that tries one past a learned limit). confidence: "set" (the user's
+    setting), "sure", "guess" or "held by others" (learned while other jobs held part of the quota);
+    learned_at and probe_at are unix times (probe_at: when a guessed limit is tried one create higher)."""
+
+    kind: str
+    quota: Quota | None
+    used: int | None = None
+    limit: int | None = None
+    adding: int | None = None
+    until: float | None = None
+    confidence: str | None = None
+    learned_at: float | None = None
+    probe_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Belief:
+    """What admission believes of one learned limit: its value, how sure ("sure", "guess", "held by others"),
+    when it was learned (None: from the checkpoint) and whether a probe of it is in flight."""
+
+    quota: Quota
+    value: int
+    confidence: str
+    learned_at: float | None
+    probing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AdmissionFigures:
     """What admission control knows right now; the countdown pane shows it."""
 
@@ -36,7 +68,8 @@ class AdmissionFigures:
     cool_down_quota: Quota | None
     rate_limited_total: int  # 429s received on creates in this run
     other_jobs: int = 0  # unended jobs on the account that are not ours, as the last poll saw them
-    belief: str = ""  # what admission believes of the limits and why ("tokens ~880k (guess, 14:02 UTC)")
+    beliefs: tuple[Belief, ...] = ()  # what admission believes of each learned limit and why
+    wait: Wait | None = None  # why the next create waits, as admission last decided; None: it may go
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,6 @@ class AdmissionView(Protocol):
 
     def figures(self, now: float) -> AdmissionFigures: ...
 
-    def decide(self, tokens: int, now: float) -> object: ...
-
 
 class ReportedEngine(Protocol):
     """The part of the engine the report reads."""
@@ -187,10 +185,9 @@ class ProgressReport:
             self._log(at, f"wait for {kind} over after {span(at - since)}{why}")
 
     def _until(self, kind: str, rec: BatchRecord | None, now: float) -> str:
-        if kind == "the creates-per-minute limit" and rec is not None:
-            retry_at = getattr(self.engine.admission.decide(rec.est_tokens, now), "retry_at", None)
-            if retry_at is not None:
-                return f"until about {utc_stamp(retry_at)}"
+        wait = self.engine.admission.figures(now).wait  # admission's last word on the wait (figures, not text)
+        if kind == "the creates-per-minute limit" and wait is not None and wait.until is not None:
+            return f"until about {utc_stamp(wait.until)}"
         return "until a job of ours ends"
 
     # ---- the periodic line ---------------------------------------------------------------------

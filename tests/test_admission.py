@@ -9,6 +9,7 @@ from gembatch.core.admission import ADMIT, Admission, format_tokens
 from gembatch.core.backend import JobState
 from gembatch.core.config import AdmissionSettings
 from gembatch.core.events import Quota
+from gembatch.core.wait_text import wait_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,8 +38,14 @@ def refuse(adm: Admission, batch_id: str, tokens: int, now: float, quota: Quota,
     return adm.rate_limited(quota, retry_delay, tokens, now)
 
 
+def said(decision: object) -> str | None:
+    """What a decision's wait says, rendered as the screen shows it."""
+    wait = getattr(decision, "wait", None)
+    return wait_text(wait) if wait is not None else None
+
+
 def clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + " UTC"
 
 
 # ---- the gates -------------------------------------------------------------------------------------
@@ -55,7 +62,7 @@ def test_concurrent_cap_from_settings() -> None:
     run_job(adm, "b", 10, T0)
     decision = adm.decide(10, T0)
     assert not decision.admit
-    assert decision.reason == "concurrent cap 2/2"
+    assert said(decision) == "concurrent cap 2/2"
     assert decision.quota is Quota.CONCURRENT_JOBS
     assert decision.retry_at is None  # a job must end
     adm.job_ended("a")
@@ -67,7 +74,7 @@ def test_token_budget_from_settings_is_a_hard_gate() -> None:
     run_job(adm, "a", 2_900_000, T0)
     decision = adm.decide(150_000, T0)
     assert not decision.admit
-    assert decision.reason == "token budget 2.9M/3.0M + 150k"
+    assert said(decision) == "token budget 2.9M/3.0M + 150k"
     assert decision.quota is Quota.ENQUEUED_TOKENS
     assert decision.retry_at is None
     assert adm.decide(100_000, T0).admit  # exactly fills the budget
@@ -88,7 +95,7 @@ def test_creates_per_minute_sliding_window() -> None:
         run_job(adm, f"j{i}", 1, at)
     decision = adm.decide(1, T0 + 30)
     assert not decision.admit
-    assert decision.reason == "creates/min 3/3"
+    assert said(decision) == "creates/min 3/3"
     assert decision.quota is Quota.CREATES_PER_MINUTE
     assert decision.retry_at == T0 + 60  # the oldest create leaves the window then
     assert not adm.decide(1, T0 + 59.9).admit
@@ -101,7 +108,7 @@ def test_cool_down_blocks_everything_until_its_deadline() -> None:
     assert until == T0 + 25
     decision = adm.decide(10, T0 + 10)
     assert not decision.admit
-    assert decision.reason == f"cooling (creates/min) to {clock(T0 + 25)}"
+    assert said(decision) == f"cooling (creates/min) to {clock(T0 + 25)}"
     assert decision.quota is Quota.CREATES_PER_MINUTE
     assert decision.retry_at == T0 + 25
     assert adm.cool_down_until == T0 + 25 and adm.cool_down_quota is Quota.CREATES_PER_MINUTE
@@ -176,7 +183,7 @@ def test_concurrent_jobs_429_learns_the_cap() -> None:
     assert adm.learned()["max_jobs"] == 2
     adm.decide(1, T0 + 60)
     decision = adm.decide(1, T0 + 60)
-    assert not decision.admit and decision.reason == "concurrent cap 2/2"
+    assert not decision.admit and said(decision) == "concurrent cap 2/2"
     adm.job_ended("a")
     assert adm.decide(1, T0 + 61).admit
 
@@ -198,7 +205,7 @@ def test_creates_per_minute_429_learns_the_accepted_creates_of_the_last_minute()
     assert adm.creates_per_minute == 4  # the refused create does not count
     assert adm.learned()["creates_per_minute"] == 4
     decision = adm.decide(1, T0 + 10)
-    assert not decision.admit and decision.reason == "creates/min 4/4" and decision.retry_at == T0 + 60
+    assert not decision.admit and said(decision) == "creates/min 4/4" and decision.retry_at == T0 + 60
     adm.job_ended("j0")
     assert not adm.decide(1, T0 + 10).admit  # a job ending does not help this quota
     assert adm.decide(1, T0 + 60).admit
@@ -356,7 +363,7 @@ def test_an_admitted_create_never_exceeds_a_set_budget_while_jobs_are_in_flight(
             case ("create", tokens, accepted):
                 decision = adm.decide(tokens, now)
                 if not decision.admit:
-                    assert decision.reason
+                    assert decision.wait is not None and said(decision)
                     continue
                 if in_flight:
                     assert sum(in_flight.values()) + tokens <= budget
@@ -460,10 +467,10 @@ def test_a_guess_freed_by_time_alone_was_the_creates_window() -> None:
         run_job(adm, f"j{i}", M, T0 + i)
     refuse(adm, "x", M, T0 + 3, Quota.UNKNOWN)  # guessed: 3 jobs / 3M / 3 creates
     assert adm.max_jobs == 3
-    blocked = adm.decide(M, T0 + 10)
-    assert not blocked.admit  # the job cap and the budget of the guess hold
+    blocked = adm.decide(M, T0 + 3.5)
+    assert not blocked.admit  # cooling down
     window_probe = adm.decide(M, T0 + 61)  # the first create has left the window: one create tells
-    assert window_probe.admit and window_probe.reason and window_probe.reason.startswith("probing")
+    assert window_probe.admit and said(window_probe) and said(window_probe).startswith("probing")
     run_job(adm, "y", M, T0 + 61)  # accepted, and no job of ours ended: time freed it
     assert adm.creates_per_minute == 3
     assert adm.max_jobs == 100 and adm.token_budget is None  # the guessed holding limits are put back
@@ -480,7 +487,53 @@ def test_a_refused_window_probe_keeps_the_holding_guess_and_costs_one_429() -> N
     verdict = adm.last_verdict
     assert verdict is not None and Quota.CREATES_PER_MINUTE not in verdict.quotas
     assert adm.max_jobs == 3
-    assert not adm.decide(M, T0 + 200).admit  # no second window probe: the jobs must end (or a single gate)
+    assert not adm.decide(M, T0 + 61 + 3).admit  # no second window probe: the jobs must end, or the pair's probe
+    assert adm.decide(M, T0 + 61 + 4).admit  # which waits twice the cool-down, doubled by the wrong probe
+
+
+def test_a_window_learned_later_keeps_a_guess_whose_429_came_with_the_window_not_full() -> None:
+    """The first 429 fits the cap, the budget and a window of 3; a later one shows the window is 6: the first
+    was not the window, so its guessed cap and budget stay (they used to go, and the run met them again)."""
+    adm = make(cool_down_seconds=100)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, M, T0)
+    refuse(adm, "d", M, T0 + 1, Quota.UNKNOWN)  # 3 jobs, 3M tokens, 3 creates in the window
+    assert adm.max_jobs == 3 and adm.token_budget == 3 * M
+    for name in ("a", "b", "c"):
+        adm.job_ended(name)
+    for name in ("e", "f", "g"):
+        run_job(adm, name, M, T0 + 3)
+    adm.job_ended("e")
+    refuse(adm, "h", M, T0 + 4, Quota.UNKNOWN)  # 2 jobs held, 6 creates in the window: only the window fits
+    assert adm.last_verdict is not None and adm.last_verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+    assert adm.creates_per_minute == 6
+    assert adm.max_jobs == 3 and adm.token_budget == 3 * M
+    assert adm.cool_down_until == T0 + 60  # a window read for sure: the wait ends when it has room, not at T0 + 104
+
+
+def test_a_full_window_below_a_guessed_budget_is_the_window_not_a_lower_budget() -> None:
+    """With the window full and fewer jobs held than a guessed cap and budget allow, a bare 429 is the window:
+    the guesses are not lowered to what is held now (in the benchmark they fell to 66 % of the limit). No poll
+    has confirmed what the server held, as in a busy run where some job always ends between two polls."""
+    adm = make()
+
+    def accepted(name: str, tokens: int, at: float) -> None:
+        adm.job_started(name, tokens)
+        adm.create_sent(at)
+        adm.create_accepted(name, tokens, at)
+
+    for name in ("a", "b", "c", "d"):
+        accepted(name, M, T0 - 100)
+    refuse(adm, "x", M, T0 - 99, Quota.UNKNOWN)  # guess: cap 4, budget 4M
+    assert adm.max_jobs == 4 and adm.token_budget == 4 * M
+    for name in ("a", "b"):
+        adm.job_ended(name)
+    for i in range(6):  # a burst of small jobs that end at once: the window holds 6, 2 jobs are held
+        accepted(f"w{i}", M // 4, T0 + i * 0.1)
+        adm.job_ended(f"w{i}")
+    refuse(adm, "y", M // 4, T0 + 1, Quota.UNKNOWN)
+    assert adm.last_verdict is not None and adm.last_verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+    assert adm.token_budget == 4 * M and adm.max_jobs == 4
 
 
 def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
@@ -515,6 +568,42 @@ def test_a_guessed_limit_is_probed_one_create_at_a_time_and_a_wrong_probe_costs_
     assert adm.last_verdict.confidence == "guess"  # the creates window could explain it too
     assert not adm.decide(50, T0 + 22).admit  # the next probe waits twice as long (20 s)
     assert adm.decide(50, T0 + 31).admit
+
+
+def test_a_guessed_cap_and_budget_that_alike_jobs_cannot_tell_apart_are_probed_after_the_cool_down() -> None:
+    """One 429 with alike jobs fits the job cap and the budget alike: the pair is tried one create higher after
+    twice the cool-down (doubling per wrong probe), not held for `probe_after_seconds` (a cap of 3 held 15 min)."""
+    adm = make(cool_down_seconds=10, probe_after_seconds=900)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0 - 100)  # out of the creates window: only the cap or the budget fits
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)
+    assert adm.max_jobs == 3 and adm.token_budget == 300
+    assert not adm.decide(100, T0 + 20).admit
+    probe = adm.decide(100, T0 + 21)
+    assert probe.admit and probe.wait is not None and probe.wait.kind == "probing"
+    run_job(adm, "e", 100, T0 + 21)  # the server takes a fourth job: the guess was low
+    assert adm.max_jobs == 4 and adm.token_budget == 400
+    assert adm.decide(100, T0 + 22).admit  # still a guess: the next probe
+    refuse(adm, "f", 100, T0 + 22, Quota.UNKNOWN)  # refused: one 429, and the quiet doubles
+    assert not adm.decide(100, T0 + 22 + 39).admit
+    assert adm.decide(100, T0 + 22 + 40).admit
+
+
+def test_accepted_probes_raise_the_limit_by_what_the_next_poll_proves_even_when_a_job_ended_meanwhile() -> None:
+    """With jobs ending all the time (a long run), a poll rarely finds every job held at an accept unended: the
+    ones it finds unended were held by the server then for sure, and they prove the risen limit (a tier rise)."""
+    adm = make(cool_down_seconds=10)
+    for name in ("a", "b", "c"):
+        run_job(adm, name, 100, T0 - 100)
+    refuse(adm, "d", 100, T0 + 1, Quota.UNKNOWN)  # guess: cap 3, budget 300
+    for name, at in (("e", T0 + 21), ("f", T0 + 22)):  # two probes accepted, one after the other
+        assert adm.decide(100, at).admit
+        adm.job_started(name, 100)
+        adm.create_sent(at)
+        adm.create_accepted(name, 100, at)
+    adm.job_ended("a")  # the next poll sees a ended: it may have ended before either accept
+    adm.poll_seen(T0 + 23)
+    assert adm.max_jobs == 4 and adm.token_budget == 400  # b, c, e and f were held at f's accept
 
 
 def test_an_accepted_probe_raises_the_limit() -> None:
@@ -578,7 +667,7 @@ def test_other_jobs_creates_count_in_the_window() -> None:
     adm.others_seen({}, [T0 - 5, T0 - 4], T0)
     run_job(adm, "a", 1, T0)
     blocked = adm.decide(1, T0 + 1)
-    assert not blocked.admit and blocked.reason == "creates/min 3/3" and blocked.retry_at == T0 - 5 + 60
+    assert not blocked.admit and said(blocked) == "creates/min 3/3" and blocked.retry_at == T0 - 5 + 60
 
 
 def test_a_loaded_limit_is_a_starting_point_not_a_ceiling() -> None:
@@ -609,6 +698,19 @@ def test_restored_creates_fill_the_window_after_a_restart() -> None:
     assert adm.figures(T0).creates_last_minute == 5
     refuse(adm, "x", 1, T0 + 1, Quota.CREATES_PER_MINUTE)
     assert adm.creates_per_minute == 5  # not 1
+
+
+def test_creates_restored_after_a_restart_fill_the_window_but_prove_no_higher_rate() -> None:
+    """A restored create's time is only an upper bound (it may have reached the server earlier and left its
+    window already): it holds the window for the gates, but an accept counted with it proves nothing. (The
+    restart benchmark learned 63 per window against a true 48, then read the window's 429s as nothing of ours.)"""
+    adm = Admission(AdmissionSettings(), learned={"creates_per_minute": 4})
+    adm.creates_restored([T0 - 30, T0 - 29], T0)
+    assert adm.figures(T0).creates_last_minute == 2
+    for i in range(3):  # the server takes 3 more: with the 2 restored that would be 5 in the window
+        run_job(adm, f"n{i}", 1, T0 + i)
+    assert adm.figures(T0 + 3).creates_last_minute == 5
+    assert adm.creates_per_minute == 4
 
 
 def test_a_bare_429_after_a_restart_with_the_window_full_is_not_one_per_minute() -> None:

@@ -4,11 +4,11 @@ when they start and once when they end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from pathlib import Path
 
 import pytest
-from gembatch.core.admission import Decision
 from gembatch.core.cli_args import resolve_settings
 from gembatch.core.config import ConfigError, load_settings
 from gembatch.core.events import (
@@ -18,6 +18,7 @@ from gembatch.core.events import (
     LogLine,
     Quota,
     RunFinished,
+    Wait,
 )
 from gembatch.core.headless import run_engine_headless
 from gembatch.core.model import BatchRecord, Stage
@@ -38,13 +39,9 @@ def figures(cool_until: float | None = None) -> AdmissionFigures:
 class FakeAdmission:
     def __init__(self) -> None:
         self.now_figures = figures()
-        self.decision = Decision(False, "token budget 212k/250k + 10k", Quota.ENQUEUED_TOKENS)
 
     def figures(self, now: float) -> AdmissionFigures:
         return self.now_figures
-
-    def decide(self, tokens: int, now: float) -> Decision:
-        return self.decision
 
 
 class FakeEngine:
@@ -123,7 +120,8 @@ def test_a_change_of_quota_ends_one_wait_and_starts_the_next_with_its_deadline()
     engine, _ = reporting([Stage.UPLOADED, Stage.UPLOADED])
     engine.publish_all(T0)
     engine.change(T0, "b1", Stage.UPLOADED, "concurrent cap 5/5")
-    engine.admission.decision = Decision(False, "creates/min 5/5", Quota.CREATES_PER_MINUTE, T0 + 42)
+    engine.admission.now_figures = dataclasses.replace(
+        figures(), wait=Wait("limit", Quota.CREATES_PER_MINUTE, used=5, limit=5, until=T0 + 42))
     engine.change(T0 + 10, "b1", Stage.UPLOADED, "creates/min 5/5")
     engine.change(T0 + 10, "b2", Stage.UPLOADED, "creates/min 5/5")
     engine.change(T0 + 12, "b1", Stage.UPLOADED, "paused")  # announced by the engine itself: not a quota wait

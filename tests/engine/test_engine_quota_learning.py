@@ -12,6 +12,7 @@ import pytest
 from gembatch.core.exit_codes import EXIT_OK
 from gembatch.core.headless import build_engine
 from gembatch.core.model import Stage
+from gembatch.core.wait_text import belief_text
 
 from ..conftest import FAKE_KEY, write_batch_files
 from .helpers import assert_one_job_per_attempt, assert_results_match_inputs, engine_settings, run_engine
@@ -59,7 +60,7 @@ async def test_bare_429s_of_a_job_cap_teach_the_cap(tmp_path: Path, emulator, si
     assert len(assert_one_job_per_attempt(emulator)) == 12
     refused = rate_limited_creates(emulator)
     adm = engine.admission
-    print(f"cap 3, {sizes}: {refused} 429s; {adm.belief(engine.clock())}; {adm.last_verdict}")
+    print(f"cap 3, {sizes}: {refused} 429s; {belief_text(adm.beliefs())}; {adm.last_verdict}")
     assert adm.max_jobs == 3  # not a token budget with the cap left at 100
     assert refused <= 3
     assert_results_match_inputs(settings.input_dir, settings.output_dir)
@@ -83,7 +84,7 @@ async def test_bare_429s_of_a_token_limit_teach_the_budget(tmp_path: Path, emula
     assert len(assert_one_job_per_attempt(emulator)) == 12
     refused = rate_limited_creates(emulator)
     adm = engine.admission
-    print(f"tokens {limit}, {sizes}: {refused} 429s; {adm.belief(engine.clock())}; {adm.last_verdict}")
+    print(f"tokens {limit}, {sizes}: {refused} 429s; {belief_text(adm.beliefs())}; {adm.last_verdict}")
     assert adm.token_budget is not None and limit - biggest <= adm.token_budget <= limit
     assert refused <= 3
     assert_results_match_inputs(settings.input_dir, settings.output_dir)
@@ -111,7 +112,7 @@ async def test_bare_429s_of_a_creates_window_teach_the_rate(tmp_path: Path, shor
     assert len(assert_one_job_per_attempt(emulator)) == 12
     refused = rate_limited_creates(emulator)
     adm = engine.admission
-    print(f"creates/window 4: {refused} 429s; {adm.belief(engine.clock())}")
+    print(f"creates/window 4: {refused} 429s; {belief_text(adm.beliefs())}")
     assert adm.creates_per_minute == 4
     assert adm.max_jobs == 100 and adm.token_budget is None  # the guesses of the first 429 were put back
     assert refused <= 3
@@ -149,7 +150,7 @@ async def test_a_restart_keeps_its_creates_window_and_does_not_crawl(tmp_path: P
     assert len(assert_one_job_per_attempt(emulator)) == 15
     adm = engine.admission
     refused = rate_limited_creates(emulator) - refused_before
-    print(f"restart after {first} creates, 5 per window: {refused} 429s; {adm.belief(engine.clock())}")
+    print(f"restart after {first} creates, 5 per window: {refused} 429s; {belief_text(adm.beliefs())}")
     assert adm.creates_per_minute is not None and adm.creates_per_minute >= 5  # not 1: the run does not crawl
     assert engine.state is not None and engine.state.learned.get("creates_per_minute", 5) >= 5
     assert refused <= 3
@@ -191,7 +192,7 @@ async def test_a_budget_learned_under_other_jobs_rises_once_they_end(tmp_path: P
     assert under_others, "the engine never saw the other jobs while it held a budget"
     adm = engine.admission
     print(f"others held {held} of {limit}: budget while they ran {min(under_others)}, "
-          f"at the end {adm.token_budget}; {rate_limited_creates(emulator)} 429s; {adm.belief(engine.clock())}")
+          f"at the end {adm.token_budget}; {rate_limited_creates(emulator)} 429s; {belief_text(adm.beliefs())}")
     assert min(under_others) < limit - held + one_job  # learned low while the others held their share
     assert adm.token_budget is not None and adm.token_budget >= limit - one_job  # and it rose once they ended
     assert adm.token_budget <= limit

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from gembatch.core.events import AdmissionFigures, Quota
+from gembatch.core.wait_text import belief_part
 from rich.table import Table
 from rich.text import Text
 from textual.geometry import Region
@@ -25,11 +26,9 @@ def short_of(value: int, limit: int | None) -> str:
 
 
 def belief_rows(figures: AdmissionFigures) -> list[tuple[str, str]]:
-    """What admission believes of each limit and why, one a row ("tokens ~880k (guess, 14:02 UTC, probing)"),
-    and the other jobs on the account; nothing while no limit was learned and no other job was seen."""
-    parts = [part for part in figures.belief.split("; ") if part and part != "no limit learned"]
-    parts = [part for part in parts if "other jobs on the account" not in part]
-    rows = [("Believes" if i == 0 else "", part) for i, part in enumerate(parts)]
+    """What admission believes of each limit and why, one a row ("tokens ~880k (guess, 14:02 UTC, probing)",
+    times in UTC), and the other jobs on the account; nothing while no limit was learned and no other job was seen."""
+    rows = [("Believes" if i == 0 else "", belief_part(b)) for i, b in enumerate(figures.beliefs)]
     if figures.other_jobs:
         rows.append(("Other jobs", f"{figures.other_jobs} not ours (left alone)"))
     return rows
