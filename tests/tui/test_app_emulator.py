@@ -151,7 +151,7 @@ async def test_cancel_and_retry_act_on_the_selected_batch(tmp_path: Path, emulat
 
 
 async def test_q_leaves_a_checkpoint_that_a_new_run_resumes(tmp_path: Path, emulator) -> None:
-    write_batch_files(tmp_path / "in", files=4, requests=5)
+    write_batch_files(tmp_path / "in", files=10, requests=5)  # ~7 s one at a time: q comes well before the end
     emulator.settings.running_seconds = 0.6
     settings = engine_settings(tmp_path, emulator.base_url, max_concurrent_jobs=1)
     app = make_app(settings)
@@ -178,7 +178,7 @@ async def test_q_leaves_a_checkpoint_that_a_new_run_resumes(tmp_path: Path, emul
     made = assert_one_job_per_attempt(emulator)
     first = [name for name in made if "part_001" in name]
     assert len(first) == 1 and made[first[0]] == 1  # the finished file was not created again
-    assert len(emulator.jobs()) == 4
+    assert len(emulator.jobs()) == 10
 
 
 async def test_a_second_instance_opens_read_only_and_watches(tmp_path: Path, emulator) -> None:
