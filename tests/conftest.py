@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,19 @@ def fake_api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
     return FAKE_KEY
+
+
+@pytest.fixture
+def folder_fsync_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fsync of a folder fails with EIO (a rename went through; making it durable does not)."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
 
 
 @pytest.fixture

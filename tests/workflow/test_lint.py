@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import inspect
 import json
 import os
 import re
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
@@ -225,23 +223,16 @@ def test_a_failed_rename_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: 
 
 
 
-def test_a_fix_whose_folder_fsync_fails_is_a_message_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_fix_whose_folder_fsync_fails_is_a_message_naming_the_file(tmp_path: Path, folder_fsync_fails: None,
                                                                        capsys) -> None:
     path = tmp_path / "in" / "a.jsonl"
     path.parent.mkdir()
     path.write_bytes(b'{"key": "a", "request": {"contents": "fix me"}}\n')
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)  # the rename went through; making it durable did not
     code, out, err = run_cli(capsys, "lint", "--fix", path.parent)
     assert code == 2
     assert err == f"gembatch-tui lint: {path}: Input/output error; lint stopped at this file\n"
     assert out == ""  # no report of a run that stopped
+
 
 def test_lint_reports_shape_problems_too(tmp_path: Path, capsys) -> None:
     path = write_lines(tmp_path / "in" / "a.jsonl", [

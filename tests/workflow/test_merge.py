@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import stat
 from pathlib import Path
 
 from .helpers import answer, error, request_line, run_cli, run_json, write_lines
@@ -125,21 +122,15 @@ def test_a_bad_input_line_stops_with_file_and_line_and_writes_nothing(tmp_path: 
 
 
 
-def test_a_merged_file_whose_folder_fsync_fails_is_a_message_naming_it(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_merged_file_whose_folder_fsync_fails_is_a_message_naming_it(tmp_path: Path, folder_fsync_fails: None,
+                                                                        capsys) -> None:
     _run(tmp_path, {"part_2": [answer("a1"), answer("a2"), answer("a3")], "part_10": [answer("b1"), answer("b2")]})
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)  # the rename went through; making it durable did not
     to = tmp_path / "merged.jsonl"
     code, out, err = run_cli(capsys, "merge", "--input", tmp_path / "in", "--output", tmp_path / "out", "--to", to)
     assert code == 2
     assert err == f"gembatch-tui merge: {to}: Input/output error; the merge stopped\n"
     assert "merged results written" not in out
+
 
 def test_usage_errors(tmp_path: Path, capsys) -> None:
     assert run_cli(capsys, "merge", "--input", tmp_path)[0] == 2
