@@ -1103,7 +1103,7 @@ class Engine:
             if len(group) >= limit:
                 break
             if (rec is first or self._not_before.get(rec.batch_id, 0.0) > now or not rec.upload_active
-                    or not self._upload_usable(rec)
+                    or rec.upload_name is None or not self._upload_usable(rec)
                     or (rec.upload_adopted and rec.batch_id not in self._adopted_uploads_checked)):
                 continue
             if not self.admission.room_for_more(rec.est_tokens):

@@ -835,3 +835,31 @@ def test_a_sure_token_budget_is_probed_once_the_jobs_it_held_ended() -> None:
     assert probe.admit and probe.quota is Quota.ENQUEUED_TOKENS
     run_job(adm, "f", M, T0 + 40)
     assert adm.token_budget == 3 * M
+
+
+def test_a_group_grows_only_where_the_room_of_the_holding_quotas_is_known() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)  # the server has held 2 jobs, 2M tokens for us
+    adm.job_ended("a")
+    assert adm.room_for_more(M)  # nothing learned, but within what it held before
+    adm.job_started("c", M)
+    adm.create_sent(T0 + 1, "c")
+    assert not adm.room_for_more(M)  # a third job is unknown ground: one create at a time
+    adm.create_accepted("c", M, T0 + 2)
+    refuse(adm, "d", M, T0 + 2, Quota.ENQUEUED_TOKENS)  # learned: the budget is known now
+    assert adm.token_budget == 2 * M
+    adm.job_ended("b")
+    adm.job_ended("c")
+    assert adm.room_for_more(M) and adm.decide(M, T0 + 3).admit  # decide checks the learned budget
+
+
+def test_a_create_restored_without_its_answer_holds_its_slots_but_proves_no_limit() -> None:
+    adm = make()
+    adm.job_started("a", M)
+    adm.job_started("b", M, unknown=True)  # killed between its intent and its answer
+    adm.job_started("c", M)
+    refuse(adm, "d", M, T0, Quota.CONCURRENT_JOBS)
+    assert adm.jobs_in_flight == 3 and adm.max_jobs == 2  # b may never have reached the server
+    adm.job_started("b", M)  # found by display name: it exists
+    assert adm.jobs_in_flight == 3
