@@ -469,7 +469,7 @@ def measure_overheads(s: Scenario, root: Path) -> dict[str, float]:
             for i in range(5):
                 t0 = time.perf_counter()
                 remote = await gateway.upload(paths[0], f"probe-{i}")
-                while remote is not None and remote.state == "PROCESSING":  # a create must name an ACTIVE file
+                while remote is not None and not remote.usable:  # a create must name an ACTIVE file
                     await asyncio.sleep(0.02)
                     remote = await gateway.get_file(remote.name)
                 assert remote is not None
@@ -689,7 +689,7 @@ def main() -> int:
         "creates\": the same schedule with creates one at a time, each taking the engine's measured create cycle "
         "(the intent saved to disk, then the create answered); not a bound on every engine, it shows what the "
         "one-at-a-time create loop costs. \"Once learned\": 429s after each quota that refused us has done so "
-        "once. \"Before\" is the engine at the start of this round's work (2844c22, same script, same machine); "
+        "once. \"Before\" is the figures of an earlier run given with `--before` (see the Findings for which engine); "
         "the naive script does not depend on the engine"
         + ("; its figures here are from a run of the same script minutes earlier (`--naive-from`)."
            if args.naive_from else "."))

@@ -121,6 +121,8 @@ class Admission:
         self._unanswered: set[str] = set()  # creates sent whose job is not known to exist
         self._sent: deque[float] = deque()  # send times of creates in the last WINDOW seconds
         self._sent_for: str | None = None  # the batch whose create is the newest entry of `_sent`
+        self._sent_at: dict[str, float] = {}  # batch -> its entry in `_sent`, so that k creates in flight at once
+        self._in_flight: set[str] = set()  # are each answered by their own batch; creates sent, not yet answered
         self._restored: deque[float] = deque()  # creates before a restart, as late as they may have arrived
         learned = learned or {}
         self._budget = _positive_int(learned.get(LEARNED_TOKEN_BUDGET))
@@ -149,6 +151,8 @@ class Admission:
         self._others_recent: list[float] = []  # create times of other jobs within the window
         self._others_seen_at: float | None = None
         self._cool_until: float | None = None
+        self._cool_set_at: float | None = None  # when the current cool-down began: creates sent before are echoes
+        self._held_at_refusal: dict[Quota, frozenset[str]] = {}  # a sure holding limit: our jobs at its 429
         self._cool_quota: Quota | None = None
         self._cool_ends_with_job = False  # the quota frees when a job of ours ends, not when time passes
         self._strikes = 0  # 429s since the last accepted create or job end: the cool-down doubles with each
@@ -164,8 +168,11 @@ class Admission:
 
     # ---- what happened -------------------------------------------------------------------------
 
-    def job_started(self, batch_id: str, tokens: int) -> None:
-        """A job of ours is (or may be) pending or running on the server; also on adopt and restart."""
+    def job_started(self, batch_id: str, tokens: int, *, unknown: bool = False) -> None:
+        """A job of ours is (or may be) pending or running on the server; also on adopt and restart (`unknown`:
+        a create whose answer never came, restored: it holds its slots but proves nothing of the limits)."""
+        if unknown and batch_id not in self._jobs:
+            self._unanswered.add(batch_id)
         if batch_id in self._jobs:  # adopted after an ambiguous create: the job exists
             self._unanswered.discard(batch_id)
             self._tokens += tokens - self._jobs[batch_id]
@@ -177,6 +184,7 @@ class Admission:
 
     def job_ended(self, batch_id: str) -> None:
         """The job ended, or its create was refused or never left (idempotent)."""
+        self._in_flight.discard(batch_id)
         tokens = self._jobs.pop(batch_id, None)
         if tokens is None:
             return
@@ -198,11 +206,40 @@ class Admission:
         target = batch_id if batch_id is not None else self._last_started
         self._sent_for = target
         self._last_started = None
+        if target is not None:
+            self._sent_at[target] = now
+            self._in_flight.add(target)
         if target in self._jobs:
             self._unanswered.add(target)
         if self._offer is not None:
             self._probe = (self._offer, target)
             self._offer = None
+
+    def create_withdrawn(self, batch_id: str) -> None:
+        """A create reserved with `job_started` and `create_sent` did not leave (its intent could not be saved):
+        its slots (job, tokens, the window) are free again."""
+        self._drop_sent(batch_id)
+        if self._probe is not None and self._probe[1] == batch_id:
+            self._probe = None
+        self.job_ended(batch_id)
+
+    def create_unknown(self, batch_id: str) -> None:
+        """The create's answer was lost: it may exist; it holds its slots, but is no longer in flight."""
+        self._in_flight.discard(batch_id)
+
+    def _drop_sent(self, batch_id: str | None) -> float | None:
+        """Take a refused or withdrawn create out of the window; returns when it was sent."""
+        self._in_flight.discard(batch_id or "")
+        sent_at = self._sent_at.pop(batch_id, None) if batch_id is not None else None
+        if sent_at is not None:
+            if sent_at in self._sent:
+                self._sent.remove(sent_at)
+            if self._sent_for == batch_id:
+                self._sent_for = None
+        elif self._sent:  # unknown batch: the newest create (one create at a time)
+            self._sent.pop()
+            self._sent_for = None
+        return sent_at
 
     def creates_restored(self, times: list[float], now: float) -> None:
         """Creates this run made before a restart (checkpoint intents), so the window is right from the start."""
@@ -236,9 +273,16 @@ class Admission:
         if self._last_started == batch_id:
             self._last_started = None
         self._strikes = 0
-        if self._sent and self._sent_for == batch_id:
+        self._in_flight.discard(batch_id)
+        sent_at = self._sent_at.pop(batch_id, None)
+        if sent_at is not None and sent_at in self._sent:
             # the server counted this create when it arrived, some time after we sent it: keep it in our window
             # until the answer time plus WINDOW, so that we never think a slot is free before the server does
+            self._sent.remove(sent_at)
+            self._sent = deque(sorted([*self._sent, max(sent_at, now)]))
+            if self._sent_for == batch_id:
+                self._sent_for = None
+        elif self._sent and self._sent_for == batch_id:
             self._sent[-1] = max(self._sent[-1], now)
             self._sent_for = None
         if self._suspect is not None and self._suspect.accepted_at is None:
@@ -246,7 +290,8 @@ class Admission:
         if self._probe is not None and self._probe[1] in (batch_id, None):
             self._wrong_probes.pop(self._probe[0], None)
             self._probe = None
-        creates = len(self._sent) + len(self._others_recent)  # what the server surely counted (restored left out)
+        # what the server surely counted (restored and creates still in flight left out)
+        creates = len(self._sent) + len(self._others_recent) - len(self._in_flight)
         self._accepted_creates = max(self._accepted_creates, creates)
         if self._rate is not None and creates > self._rate:
             self._rate = creates
@@ -279,20 +324,27 @@ class Admission:
         if suspect is not None and suspect.accepted_at is not None and suspect.accepted_at <= started_at:
             self._window_was_it(started_at)
 
-    def rate_limited(self, quota: Quota, retry_delay: float | None, tokens: int, now: float) -> float:
-        """A create got a 429: learn from it and start a cool-down; returns its deadline (unix time).
+    def rate_limited(self, quota: Quota, retry_delay: float | None, tokens: int, now: float,
+                     batch_id: str | None = None) -> float:
+        """A create (of `batch_id`, else the last one sent) got a 429: learn from it and start a cool-down;
+        returns its deadline (unix time).
 
-        Call `job_ended` for the refused job first (a job whose create is unanswered is left out anyway).
+        Call `job_ended` for the refused job first (a job whose create is unanswered is left out anyway). A 429
+        for a create sent before the current cool-down began (k creates were in flight) is an echo of the same
+        event: it teaches, but does not double the cool-down.
         """
         self._expire(now)
         self._rate_limited_total += 1
-        self._strikes += 1
-        if self._sent:
-            self._sent.pop()  # the refused create: the server counts accepted creates only
-            self._sent_for = None
+        sent_at = self._drop_sent(batch_id)  # the refused create: the server counts accepted creates only
+        echo = (self._cool_until is not None and self._cool_set_at is not None and sent_at is not None
+                and sent_at <= self._cool_set_at)
+        if not echo:
+            self._strikes += 1
         verdict = self.classify(quota, tokens)
-        probe, self._probe, self._offer = self._probe, None, None
-        if probe is not None:
+        self._offer = None
+        probe = self._probe
+        if probe is not None and (batch_id is None or probe[1] in (batch_id, None)):
+            self._probe = None
             self._wrong_probes[probe[0]] = self._wrong_probes.get(probe[0], 0) + 1
         self._verdict = verdict
         self._learn(verdict, now)
@@ -306,7 +358,11 @@ class Admission:
         window_free = self._window_free_at(verdict)
         if window_free is not None and retry_delay is None:
             delay = min(delay, max(0.0, window_free - now))
-        self._cool_until = now + delay
+        if echo and self._cool_until is not None:
+            self._cool_until = max(self._cool_until, now + delay)
+        else:
+            self._cool_until = now + delay
+            self._cool_set_at = now
         # a bare 429 shows as the most likely quota (the belief says how sure)
         self._cool_quota = quota if quota is not Quota.UNKNOWN or not verdict.quotas else verdict.quotas[0]
         self._cool_ends_with_job = ends_with_job
@@ -325,7 +381,7 @@ class Admission:
     def classify(self, quota: Quota, tokens: int) -> Verdict:
         """Which quota a 429 on a create of `tokens` most likely hit, from what we hold now (refused job left out)."""
         held_tokens, held_jobs = self._held()
-        creates = self._window_count()
+        creates = self._answered_window_count()
         state = (f"{held_jobs} jobs, {format_tokens(held_tokens)} tokens held, "
                  f"{creates} creates in the last minute")
         if quota is not Quota.UNKNOWN:
@@ -366,7 +422,7 @@ class Admission:
 
     def _learn(self, verdict: Verdict, now: float) -> None:
         held_tokens, held_jobs = self._held()
-        creates = self._window_count()
+        creates = self._answered_window_count()
         sure = verdict.confidence in ("named", "sure") and self._others_active == 0
         quotas = verdict.quotas
         if verdict.confidence == "guess":
@@ -390,6 +446,8 @@ class Admission:
             self._set_limit(quota, value)
             self._learned_at[quota] = now
             self._last_refused[quota] = now
+            if quota in _HOLDING:
+                self._held_at_refusal[quota] = frozenset(b for b in self._jobs if b not in self._unanswered)
             if sure:
                 self._sure.add(quota)
                 self._guessed_with.pop(quota, None)
@@ -451,6 +509,15 @@ class Admission:
             self._rate = value
 
     # ---- the question --------------------------------------------------------------------------
+
+    def room_for_more(self, tokens: int) -> bool:
+        """After `decide` admitted a create, may one more of `tokens` go in the same group? Only where the room
+        of a holding quota is known: it has a limit (set or learned, which `decide` checks) or the group stays
+        within what the server has held for us before. Unknown ground is tried one create at a time (one 429).
+        The creates window is not held back so: it is only learned by meeting it (at most one group's 429s)."""
+        if self._max_jobs is None and len(self._jobs) + 1 > self._accepted_jobs:
+            return False
+        return self.token_budget is not None or self._tokens + tokens <= self._accepted_tokens
 
     def decide(self, tokens: int, now: float) -> Decision:
         """May a create of a job of `tokens` estimated tokens go now? A probe of a learned limit is admitted
@@ -544,14 +611,24 @@ class Admission:
 
     def _probe_ready_at(self, quota: Quota | None, doublings: int = 0) -> float:
         """When a learned limit may be tried one create higher: once its quiet period passed, short while it is
-        a guess (doubling per wrong probe), `probe_after_seconds` when sure or learned under other jobs that
-        have not ended yet."""
+        a guess (doubling per wrong probe), after the quota's own period when sure (doubling too),
+        `probe_after_seconds` when learned under other jobs that have not ended yet."""
         assert quota is not None
         last = self._last_refused.get(quota)
         if last is None:
             return 0.0
-        if quota in self._sure or quota in self._under_others:
+        if quota in self._under_others:
             quiet = self.settings.probe_after_seconds
+        elif quota in self._sure:
+            # a sure limit is a snapshot of a tier that can rise: once the quota's own period has passed (the
+            # window; for a holding quota, every job it held at its 429 ended), one create higher, with the
+            # usual doubling after a wrong probe; `probe_after_seconds` at the latest
+            period = WINDOW if quota is Quota.CREATES_PER_MINUTE else self.settings.cool_down_seconds
+            held = self._held_at_refusal.get(quota)
+            if quota in _HOLDING and (held is None or held & self._jobs.keys()):
+                period = self.settings.probe_after_seconds
+            doublings = min(max(doublings, self._wrong_probes.get(quota, 0)), _MAX_DOUBLINGS)
+            quiet = min(period * 2**doublings, self.settings.probe_after_seconds)
         else:
             doublings = min(max(doublings, self._wrong_probes.get(quota, 0)), _MAX_DOUBLINGS)
             quiet = min(self.settings.cool_down_seconds * 2**doublings, self.settings.probe_after_seconds)
@@ -667,6 +744,10 @@ class Admission:
         """Creates the server counts in its window: ours and, as the last poll saw them, other jobs'."""
         return len(self._sent) + len(self._restored) + len(self._others_recent)
 
+    def _answered_window_count(self) -> int:
+        """The window less the creates still in flight (they may yet be refused): what a 429 can be read from."""
+        return max(0, self._window_count() - len(self._in_flight))
+
     def _window_times(self) -> list[float]:
         """The creates in the window, oldest first: ours, ours from before a restart, and other jobs'."""
         return sorted([*self._sent, *self._restored, *self._others_recent])
@@ -674,6 +755,8 @@ class Admission:
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW:
             self._sent.popleft()
+            for batch_id in [b for b, t in self._sent_at.items() if t <= now - WINDOW and b not in self._in_flight]:
+                del self._sent_at[batch_id]
         while self._restored and self._restored[0] <= now - WINDOW:
             self._restored.popleft()
         while self._others_recent and self._others_recent[0] <= now - WINDOW:

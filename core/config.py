@@ -30,6 +30,7 @@ class AdmissionSettings:
     cool_down_seconds: float = 60.0  # first cool-down after a 429 that carries no RetryInfo
     cool_down_max_seconds: float = 900.0  # cap of the doubling cool-down
     probe_after_seconds: float = 900.0  # a sure learned limit is tried one create higher after this long quiet
+    create_concurrency: int = 4  # creates in flight at once when admission has room for several (1: one by one)
 
 
 @dataclass
@@ -194,6 +195,7 @@ _TABLE_KEYS: dict[str, dict[str, _Key]] = {
         "cool_down_seconds": _positive("cool_down_seconds"),
         "cool_down_max_seconds": _positive("cool_down_max_seconds"),
         "probe_after_seconds": _positive("probe_after_seconds"),
+        "create_concurrency": _at_least_one("create_concurrency"),
     },
     "transfer": {
         "upload_concurrency": _at_least_one("upload_concurrency"),

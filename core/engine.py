@@ -270,8 +270,8 @@ class Engine:
             raise RunRefused(refusal, EXIT_OVER_COST_LIMIT)
         for rec in self.records.values():
             self._staged[rec.stage][rec.batch_id] = rec
-            if rec.stage.job_in_flight:
-                self.admission.job_started(rec.batch_id, rec.est_tokens)
+            if rec.stage.job_in_flight:  # a create whose answer never came holds its slots, proves no limit
+                self.admission.job_started(rec.batch_id, rec.est_tokens, unknown=rec.job_name is None)
             self.bus.publish(BatchChanged(self.clock(), rec.copy()))
         self.admission.creates_restored(self._recent_create_intents(), self.clock())
         self._publish_admission()
@@ -987,7 +987,7 @@ class Engine:
                 self._set(rec, Stage.VALIDATED, "its upload expires soon; uploading again")
                 continue
             if not rec.upload_active:
-                await self._check_upload_ready(rec)
+                await self._check_uploads_ready(rec)
                 continue
             if rec.upload_adopted and await self._job_uses_adopted_upload(rec):
                 continue  # adopted an existing job instead of creating (or the check must wait)
@@ -1000,7 +1000,7 @@ class Engine:
                 await self._wait_change(self._wait_for(decision, now))
                 continue
             self._mark_waiting(None)  # creates flow again: no stale reason stays on the waiting uploads
-            await self._create_one(rec)
+            await self._create_group(self._reserve_group(rec, decision))
 
     def _next_to_create(self) -> BatchRecord | None:
         """The first uploaded batch that is not backing off (an upload still PROCESSING waits its turn)."""
@@ -1014,6 +1014,18 @@ class Engine:
         waits = [self._not_before.get(r.batch_id, 0.0) for r in self._staged[Stage.UPLOADED].values()]
         later = [t - self.clock() for t in waits if t > self.clock()]
         return min([1.0, *later]) if later else 1.0
+
+    async def _check_uploads_ready(self, first: BatchRecord) -> None:
+        """Look at `first`'s upload and, when creates go several at a time, at the next ones' too (at once)."""
+        now = self.clock()
+        more = [rec for rec in self._staged[Stage.UPLOADED].values()
+                if rec is not first and not rec.upload_active and rec.upload_name is not None
+                and self._not_before.get(rec.batch_id, 0.0) <= now and self._upload_usable(rec)]
+        batch = [first, *more[:self.settings.admission.create_concurrency - 1]]
+        if len(batch) == 1:
+            await self._check_upload_ready(first)
+            return
+        await asyncio.gather(*(self._check_upload_ready(rec) for rec in batch))
 
     async def _check_upload_ready(self, rec: BatchRecord) -> None:
         """Ask the server whether an upload is ACTIVE before a create names it (a create naming a PROCESSING
@@ -1077,22 +1089,63 @@ class Engine:
                 rec.wait_reason = reason
                 self._emit(rec)
 
-    async def _create_one(self, rec: BatchRecord) -> None:
+    def _reserve_group(self, first: BatchRecord, decision: Decision) -> list[BatchRecord]:
+        """`first` (admitted) and up to create_concurrency - 1 more batches ready to create that admission has
+        room for, each reserved (job, tokens, a place in the creates window) before the next is asked about.
+        A probe goes alone: it tests one create past a learned limit."""
+        group = [first]
+        self._reserve(first)
+        limit = self.settings.admission.create_concurrency
+        if decision.quota is not None or limit <= 1:
+            return group
+        now = self.clock()
+        for rec in list(self._staged[Stage.UPLOADED].values()):
+            if len(group) >= limit:
+                break
+            if (rec is first or self._not_before.get(rec.batch_id, 0.0) > now or not rec.upload_active
+                    or rec.upload_name is None or not self._upload_usable(rec)
+                    or (rec.upload_adopted and rec.batch_id not in self._adopted_uploads_checked)):
+                continue
+            if not self.admission.room_for_more(rec.est_tokens):
+                break
+            more = self.admission.decide(rec.est_tokens, now)
+            if not more.admit or more.quota is not None:
+                break
+            self._reserve(rec)
+            group.append(rec)
+        return group
+
+    def _reserve(self, rec: BatchRecord) -> None:
+        self.admission.job_started(rec.batch_id, rec.est_tokens)
+        self.admission.create_sent(self.clock(), rec.batch_id)
+
+    async def _create_group(self, group: list[BatchRecord]) -> None:
+        """The intents of a reserved group saved in one commit (one fsync), then their creates sent at once;
+        each create's outcome is handled for its own batch."""
         assert self.state is not None
-        rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
-        rec.intent_at = self.clock()
-        self._set(rec, Stage.CREATING, f"creating job {rec.display_name}")
+        for rec in group:
+            rec.display_name = job_display_name(self.state.run_id, rec.batch_id, rec.sha256, rec.attempt)
+            rec.intent_at = self.clock()
+            self._set(rec, Stage.CREATING, f"creating job {rec.display_name}")
         try:
-            await self.store.commit()  # the intent is on disk before the create leaves
-        except CheckpointWriteError as exc:  # not on disk: the create must not leave
-            rec.display_name = None
-            rec.intent_at = None
-            self._set(rec, Stage.UPLOADED, f"create held back: {exc}", Level.ERROR)
+            await self.store.commit()  # every intent is on disk before any create leaves
+        except CheckpointWriteError as exc:  # not on disk: no create may leave
+            for rec in group:
+                self.admission.create_withdrawn(rec.batch_id)
+                rec.display_name = None
+                rec.intent_at = None
+                self._set(rec, Stage.UPLOADED, f"create held back: {exc}", Level.ERROR)
             await self._sleep(_DISK_PAUSE)
             return
-        self.admission.job_started(rec.batch_id, rec.est_tokens)
-        crash_point("after-intent")
-        self.admission.create_sent(self.clock(), rec.batch_id)
+        for _ in group:
+            crash_point("after-intent")  # the n-th intent is on disk; no create of its group has left
+        if len(group) == 1:
+            await self._send_create(group[0])
+            return
+        await asyncio.gather(*(self._send_create(rec) for rec in group))
+
+    async def _send_create(self, rec: BatchRecord) -> None:
+        """Send one create whose intent is on disk and whose slots are reserved; handle its answer."""
         assert rec.upload_name is not None
         create = self.gateway.create_embeddings if rec.job_kind == "embed" else self.gateway.create
         try:
@@ -1100,7 +1153,8 @@ class Engine:
             crash_point("after-create")
         except RateLimited as exc:
             self.admission.job_ended(rec.batch_id)
-            until = self.admission.rate_limited(exc.quota, exc.retry_after, rec.est_tokens, self.clock())
+            until = self.admission.rate_limited(exc.quota, exc.retry_after, rec.est_tokens, self.clock(),
+                                                rec.batch_id)
             self._log_verdict()
             rec.last_error = str(exc)
             self._set(rec, Stage.UPLOADED, f"rate-limited ({exc.quota}); cooling down", Level.WARNING)
@@ -1115,6 +1169,7 @@ class Engine:
             await self._sleep(_TRANSIENT_PAUSE)
             return
         except Ambiguous as exc:
+            self.admission.create_unknown(rec.batch_id)
             rec.last_error = str(exc)
             self._ambiguous_since[rec.batch_id] = self.clock()
             self._emit(rec, f"create outcome unknown ({exc}); will look for it in the batch list")

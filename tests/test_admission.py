@@ -723,3 +723,143 @@ def test_a_bare_429_after_a_restart_with_the_window_full_is_not_one_per_minute()
     assert adm.decide(100, T0 + 31).admit  # the window has room again: one create tells
     run_job(adm, "y", 100, T0 + 31)
     assert adm.creates_per_minute == 5
+
+
+# ---- several creates in flight at once ---------------------------------------------------------------
+
+
+def reserve(adm: Admission, batch_id: str, tokens: int, now: float) -> bool:
+    """What the engine does for each create of a group: ask, then reserve its slots before the next is asked."""
+    if not adm.decide(tokens, now).admit:
+        return False
+    adm.job_started(batch_id, tokens)
+    adm.create_sent(now, batch_id)
+    return True
+
+
+def test_a_group_reserves_its_slots_before_the_next_create_is_asked_about() -> None:
+    adm = make(token_budget=3 * M, max_concurrent_jobs=10)
+    run_job(adm, "a", M, T0)
+    assert [reserve(adm, b, M, T0 + 1) for b in ("b", "c", "d")] == [True, True, False]  # tokens
+    adm = make(max_concurrent_jobs=3)
+    assert [reserve(adm, b, 1, T0) for b in ("a", "b", "c", "d")] == [True, True, True, False]  # job cap
+    adm = make(creates_per_minute=2)
+    assert [reserve(adm, b, 1, T0) for b in ("a", "b", "c")] == [True, True, False]  # creates window
+
+
+def test_a_refused_or_withdrawn_create_of_a_group_frees_its_slots() -> None:
+    adm = make(max_concurrent_jobs=3, creates_per_minute=3, cool_down_seconds=5)
+    assert all(reserve(adm, b, 1, T0) for b in ("a", "b", "c"))
+    assert not adm.decide(1, T0).admit
+    adm.create_withdrawn("c")  # its intent could not be saved: it never left
+    assert adm.jobs_in_flight == 2 and adm.figures(T0).creates_last_minute == 2
+    assert adm.decide(1, T0).admit
+    adm.create_accepted("a", 1, T0 + 1)
+    adm.job_ended("b")
+    adm.rate_limited(Quota.UNKNOWN, 0.0, 1, T0 + 1, "b")  # refused: the server counts accepted creates only
+    assert adm.jobs_in_flight == 1 and adm.figures(T0 + 1).creates_last_minute == 1
+
+
+def test_a_429_read_while_others_of_its_group_are_in_flight_leaves_them_out() -> None:
+    adm = make()
+    for i in range(4):
+        run_job(adm, f"j{i}", 1, T0 + i)
+    for b in ("a", "b", "c"):
+        adm.job_started(b, 1)
+        adm.create_sent(T0 + 5, b)
+    adm.job_ended("b")
+    adm.rate_limited(Quota.CREATES_PER_MINUTE, None, 1, T0 + 5, "b")
+    assert adm.creates_per_minute == 4  # not 6: a and c may yet be refused
+    adm.create_accepted("a", 1, T0 + 5)
+    assert adm.creates_per_minute == 5  # a was counted: the window held 5
+    adm.job_ended("c")
+    adm.rate_limited(Quota.CREATES_PER_MINUTE, None, 1, T0 + 5, "c")
+    assert adm.creates_per_minute == 5
+
+
+def test_the_other_429s_of_a_group_do_not_double_the_cool_down() -> None:
+    adm = make(cool_down_seconds=10, cool_down_max_seconds=1000)
+    run_job(adm, "a", M, T0)
+    for b in ("b", "c", "d"):
+        adm.job_started(b, M)
+        adm.create_sent(T0 + 1, b)
+    until = []
+    for b in ("b", "c", "d"):
+        adm.job_ended(b)
+        until.append(adm.rate_limited(Quota.ENQUEUED_TOKENS, None, M, T0 + 2, b))
+    assert until == [T0 + 12] * 3  # one learning event: k-1 echoes, no doubling
+    adm.job_started("e", M)
+    adm.create_sent(T0 + 12, "e")
+    adm.job_ended("e")
+    assert adm.rate_limited(Quota.ENQUEUED_TOKENS, None, M, T0 + 12, "e") == T0 + 32  # a new 429: doubled
+
+
+def test_a_sure_creates_window_is_probed_after_one_window_as_the_tier_may_rise() -> None:
+    adm = make(cool_down_seconds=1, probe_after_seconds=900)
+    for i in range(4):
+        run_job(adm, f"j{i}", 1, T0)
+    refuse(adm, "x", 1, T0 + 1, Quota.CREATES_PER_MINUTE)
+    assert adm.is_sure(Quota.CREATES_PER_MINUTE) and adm.creates_per_minute == 4
+    for i in range(4, 8):  # held at the limit for the next window
+        assert reserve(adm, f"j{i}", 1, T0 + 60)
+        adm.create_accepted(f"j{i}", 1, T0 + 60)
+    assert not adm.decide(1, T0 + 60).admit
+    probe = adm.decide(1, T0 + 61)  # one window quiet: one create higher, not 900 s later
+    assert probe.admit and probe.quota is Quota.CREATES_PER_MINUTE
+    adm.job_started("p", 1)
+    adm.create_sent(T0 + 61, "p")
+    assert not adm.decide(1, T0 + 61).admit  # one probe at a time
+    adm.job_ended("p")
+    adm.rate_limited(Quota.UNKNOWN, None, 1, T0 + 61, "p")  # the tier did not rise: this probe cost one 429
+    assert adm.creates_per_minute == 4
+    for i in range(8, 12):  # held at the limit again
+        assert reserve(adm, f"j{i}", 1, T0 + 130)
+        adm.create_accepted(f"j{i}", 1, T0 + 130)
+    assert not adm.decide(1, T0 + 61 + 119).admit  # the next probe waits twice as long
+    again = adm.decide(1, T0 + 61 + 120)
+    assert again.admit and again.quota is Quota.CREATES_PER_MINUTE
+
+
+def test_a_sure_token_budget_is_probed_once_the_jobs_it_held_ended() -> None:
+    adm = make(cool_down_seconds=10, probe_after_seconds=900)
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)
+    refuse(adm, "c", M, T0, Quota.ENQUEUED_TOKENS)
+    assert adm.is_sure(Quota.ENQUEUED_TOKENS) and adm.token_budget == 2 * M
+    adm.job_ended("a")
+    run_job(adm, "d", M, T0 + 20)
+    assert not adm.decide(M, T0 + 30).admit  # b, held at the 429, has not ended: the tier is not known to change
+    adm.job_ended("b")
+    run_job(adm, "e", M, T0 + 40)
+    probe = adm.decide(M, T0 + 40)
+    assert probe.admit and probe.quota is Quota.ENQUEUED_TOKENS
+    run_job(adm, "f", M, T0 + 40)
+    assert adm.token_budget == 3 * M
+
+
+def test_a_group_grows_only_where_the_room_of_the_holding_quotas_is_known() -> None:
+    adm = make()
+    run_job(adm, "a", M, T0)
+    run_job(adm, "b", M, T0)  # the server has held 2 jobs, 2M tokens for us
+    adm.job_ended("a")
+    assert adm.room_for_more(M)  # nothing learned, but within what it held before
+    adm.job_started("c", M)
+    adm.create_sent(T0 + 1, "c")
+    assert not adm.room_for_more(M)  # a third job is unknown ground: one create at a time
+    adm.create_accepted("c", M, T0 + 2)
+    refuse(adm, "d", M, T0 + 2, Quota.ENQUEUED_TOKENS)  # learned: the budget is known now
+    assert adm.token_budget == 2 * M
+    adm.job_ended("b")
+    adm.job_ended("c")
+    assert adm.room_for_more(M) and adm.decide(M, T0 + 3).admit  # decide checks the learned budget
+
+
+def test_a_create_restored_without_its_answer_holds_its_slots_but_proves_no_limit() -> None:
+    adm = make()
+    adm.job_started("a", M)
+    adm.job_started("b", M, unknown=True)  # killed between its intent and its answer
+    adm.job_started("c", M)
+    refuse(adm, "d", M, T0, Quota.CONCURRENT_JOBS)
+    assert adm.jobs_in_flight == 3 and adm.max_jobs == 2  # b may never have reached the server
+    adm.job_started("b", M)  # found by display name: it exists
+    assert adm.jobs_in_flight == 3
