@@ -58,8 +58,9 @@ class Decision:
 class Verdict:
     """Which quota a 429 most likely hit, how sure admission is, and why.
 
-    confidence: "named" (the 429 said), "sure" (one explanation fits our state), "guess" (several fit; all of
-    them are held until a probe or a later answer tells them apart), "none" (nothing of ours explains it)."""
+    confidence: "named" (the 429 said), "sure" (one explanation fits our state), "guess" (several fit, or one
+    that only guessed limits single out; held until a probe or a later answer tells), "none" (nothing of ours
+    explains it)."""
 
     quotas: tuple[Quota, ...]
     confidence: str
@@ -406,15 +407,20 @@ class Admission:
         for q in _PRIOR:  # a sure limit far from binding did not fire
             if q in self._sure and q not in binding and not (others and q in _HOLDING):
                 plausible[q] = False
+        ruled_out_by_guess = False
         if plausible[Quota.CREATES_PER_MINUTE] and not others:
             for q in _HOLDING:  # nor did a guessed one we are below, when a full window explains the 429
                 if self._limit(q) is not None and q not in binding:
+                    ruled_out_by_guess = ruled_out_by_guess or (plausible[q] and q not in self._sure)
                     plausible[q] = False
         order = ([probed] if probed is not None else []) + binding + list(_PRIOR)
         candidates = tuple(dict.fromkeys(q for q in order if plausible[q]))
         if not candidates:
             why = "other jobs on the account hold the quota" if others else "nothing of ours explains it"
             return Verdict((), "none", f"{why} ({state})")
+        if len(candidates) == 1 and ruled_out_by_guess:  # a guess (maybe wrong) ruled the others out: not sure
+            return Verdict(candidates, "guess", f"{_SHORT_QUOTA[candidates[0]]}, as guessed limits rule out the "
+                                                f"rest ({state})")
         if len(candidates) == 1:
             return Verdict(candidates, "sure", f"only {_SHORT_QUOTA[candidates[0]]} fits ({state})")
         names = " or ".join(_SHORT_QUOTA[q] for q in candidates)

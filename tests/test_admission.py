@@ -536,6 +536,23 @@ def test_a_full_window_below_a_guessed_budget_is_the_window_not_a_lower_budget()
     assert adm.token_budget == 4 * M and adm.max_jobs == 4
 
 
+def test_a_window_that_only_a_guess_singles_out_is_a_guess_not_sure() -> None:
+    """A guessed cap (too high: the server's real cap is what we hold now) rules itself out, and only the window is
+    left: that is a guess, to be probed, not a sure creates/min limit held for a whole window (seen after a
+    restart, where the restored creates fill the window: the run waited a minute it did not have to)."""
+    adm = make()
+    for name in ("a", "b", "c"):
+        adm.job_started(name, M)
+        adm.create_sent(T0)
+        adm.create_accepted(name, M, T0)
+    refuse(adm, "x", M, T0 + 1, Quota.UNKNOWN)  # a guess: cap 3, budget 3M
+    adm.job_ended("a")  # two held now, the window holds three creates: the guessed cap of 3 is not binding
+    refuse(adm, "y", M, T0 + 2, Quota.UNKNOWN)
+    verdict = adm.last_verdict
+    assert verdict is not None and verdict.quotas == (Quota.CREATES_PER_MINUTE,)
+    assert verdict.confidence == "guess" and "guessed limits rule out" in verdict.why
+
+
 def test_nothing_of_ours_in_flight_teaches_nothing_not_even_one_per_minute() -> None:
     adm = make()
     refuse(adm, "a", M, T0, Quota.UNKNOWN)  # e.g. just after a restart, the server's window is full
