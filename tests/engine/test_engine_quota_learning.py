@@ -102,7 +102,7 @@ async def test_bare_429s_of_a_creates_window_teach_the_rate(tmp_path: Path, shor
     emulator = short_window
     write_batch_files(tmp_path / "in", files=12, requests=3)
     emulator.settings.creates_per_minute = 4
-    emulator.settings.running_seconds = 4.0  # the jobs outlive the window: only time frees the quota
+    emulator.settings.running_seconds = 8.0  # the jobs outlive the window by far (a loaded machine): only time frees it
     settings = engine_settings(tmp_path, emulator.base_url)
 
     code, engine, recorder = await run_engine(settings, timeout=120)
@@ -166,7 +166,7 @@ async def test_a_budget_learned_under_other_jobs_rises_once_they_end(tmp_path: P
     one_job = job_tokens(paths[0])
     limit = one_job * 4 + one_job // 2  # four of our jobs fit
     emulator.settings.enqueued_token_limit = limit
-    emulator.settings.running_seconds = 1.0
+    emulator.settings.running_seconds = 3.0  # long enough for the engine to meet them, even on a loaded machine
     client = make_client(emulator.base_url)
     for i in range(2):  # two other jobs, of about one of ours each, that run for a while
         source = upload(client, jsonl(10, prefix=f"other{i}", pad=22), display_name=f"someone-else-{i}")
