@@ -19,17 +19,22 @@ from gembatch.tui.panes.countdown_pane import belief_rows
 T0 = 1_700_000_000.0
 
 
+def _two_held_then_refused(adm: Admission, tokens: int, quota: Quota) -> None:
+    """Jobs a and b accepted at T0; c sent at T0 + 1, ended, and refused with `quota`."""
+    for name in ("a", "b"):
+        adm.job_started(name, tokens)
+        adm.create_sent(T0)
+        adm.create_accepted(name, tokens, T0)
+    adm.job_started("c", tokens)
+    adm.create_sent(T0 + 1)
+    adm.job_ended("c")
+    adm.rate_limited(quota, None, tokens, T0 + 1)
+
+
 def test_the_countdown_pane_shows_each_belief_with_its_confidence_and_utc_time() -> None:
     adm = Admission(AdmissionSettings())
     adm.others_seen({JobState.RUNNING: 2}, [], T0)
-    for name in ("a", "b"):
-        adm.job_started(name, 500)
-        adm.create_sent(T0)
-        adm.create_accepted(name, 500, T0)
-    adm.job_started("c", 500)
-    adm.create_sent(T0 + 1)
-    adm.job_ended("c")
-    adm.rate_limited(Quota.UNKNOWN, None, 500, T0 + 1)
+    _two_held_then_refused(adm, 500, Quota.UNKNOWN)
     learned_at = time.strftime("%H:%M", time.gmtime(T0 + 1))
     rows = belief_rows(adm.figures(T0 + 2))
     assert rows[0] == ("Believes", f"tokens ~1.0k (held by others, {learned_at} UTC)")
@@ -76,14 +81,7 @@ def kolkata(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_waits_and_beliefs_are_figures_rendered_in_utc_whatever_the_machines_zone(kolkata: None) -> None:
     adm = Admission(AdmissionSettings(cool_down_seconds=30))
-    for name in ("a", "b"):
-        adm.job_started(name, 100)
-        adm.create_sent(T0)
-        adm.create_accepted(name, 100, T0)
-    adm.job_started("c", 100)
-    adm.create_sent(T0 + 1)
-    adm.job_ended("c")
-    adm.rate_limited(Quota.CONCURRENT_JOBS, None, 100, T0 + 1)
+    _two_held_then_refused(adm, 100, Quota.CONCURRENT_JOBS)
     cooling = adm.decide(100, T0 + 2)
     assert cooling.wait == Wait("cooling", Quota.CONCURRENT_JOBS, until=T0 + 31)  # figures, not words
     assert adm.figures(T0 + 2).wait == cooling.wait
