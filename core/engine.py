@@ -1139,9 +1139,6 @@ class Engine:
             return
         for _ in group:
             crash_point("after-intent")  # the n-th intent is on disk; no create of its group has left
-        if len(group) == 1:
-            await self._send_create(group[0])
-            return
         await asyncio.gather(*(self._send_create(rec) for rec in group))
 
     async def _send_create(self, rec: BatchRecord) -> None:
